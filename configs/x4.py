@@ -1,0 +1,119 @@
+r"""KernelFusion at ×4: blind SR of one LR image (kernel support 33×33).
+
+Usage:
+  python main.py --config=configs/x4.py                # GPU, paper-scale default
+  python main.py --config=configs/x4.py:cpu            # best quality in ~5 min on a 2-core CPU
+  python main.py --config=configs/x4.py:tiny           # smoke test (< 1 min on CPU, 32×32 LR)
+  python main.py --config=configs/x4.py --config.phase2.t_start=300   # override a field
+
+Measured runtimes are in README.md ("Measured runtimes") and docs/speed.md.
+"""
+
+import ml_collections
+
+
+def get_config(arg=None):
+  """Returns the ×4 config; ``arg`` picks a variant: None (GPU default), 'cpu' or 'tiny'."""
+  variant = arg or 'default'
+  c = ml_collections.ConfigDict()
+  c.variant = variant            # which variant of this file produced the config
+  c.seed = 0                     # master PRNG seed: same seed + config + machine → same output
+  c.scale = 4                    # SR factor s (the LR is (HR ⊛ k)↓s)
+  c.compute_dtype = 'float32'    # dtype of the convolutions: 'float32' or 'bfloat16' (GPU);
+                                 #   params, optimiser, loss and downscale stay float32
+
+  c.diffusion = ml_collections.ConfigDict()
+  c.diffusion.num_steps = 1000   # T, the DDPM timesteps [paper]
+  c.diffusion.beta_start = 1e-4  # linear β schedule start [default]
+  c.diffusion.beta_end = 0.02    # linear β schedule end [default]
+
+  c.pd = ml_collections.ConfigDict()       # Phase 1: the patch-diffusion model
+  c.pd.width = 128               # channels of every hidden conv [paper?]
+  c.pd.num_blocks = 5            # (3×3 + 1×1) blocks after the first → 15×15 receptive field [paper]
+  c.pd.crop = 64                 # training crop size (clipped to the LR size) [paper]
+  c.pd.batch = 16                # crops per step [default]
+  c.pd.steps = 20000             # Adam steps [default; the paper reports 600k iterations]
+  c.pd.lr = 1e-4                 # Adam learning rate [paper?]
+  c.pd.grad_clip = 1.0           # global-norm gradient clipping [default]
+  c.pd.ema_decay = 0.999         # EMA of the weights, used by Phase 2 [default]
+  c.pd.t_max = 1000              # train on timesteps t < t_max (≥ phase2.t_start) [default]
+  c.pd.augment = True            # random flips and 90° rotations [default]
+  c.pd.driver = 'auto'           # 'scan' (one compiled call per chunk), 'loop', or 'auto'
+                                 #   (= loop on CPU, scan on GPU/TPU)
+  c.pd.chunk = 500               # steps per compiled call / progress line
+  c.pd.save_every = 5000         # checkpoint every this many steps (rounded to chunks)
+
+  c.unet = ml_collections.ConfigDict()     # Phase 2: the DIP-style U-Net θ
+  c.unet.features = (64, 64, 64, 64)       # channels per level; len = number of ×2 levels [default]
+  c.unet.skip = 4                # channels of each skip connection (DIP uses 4) [default]
+  c.unet.residual = True         # output x + Δ(x), Δ starts at 0 (U starts as identity) [default]
+
+  c.kernel = ml_collections.ConfigDict()   # Phase 2: the SIREN kernel INR φ
+  c.kernel.size = 33             # support K×K; ≥ the largest expected kernel [default]
+  c.kernel.width = 256           # units per layer [paper?]
+  c.kernel.num_layers = 5        # sine layers [paper?]
+  c.kernel.omega0 = 5.0          # SIREN frequency ω0 [paper?]
+  c.kernel.prior_sigma = 0.3     # Gaussian logit prior so the first kernel is a centred blob
+                                 #   (in [−1, 1] grid units; 0 = none) [default]
+
+  c.phase2 = ml_collections.ConfigDict()   # Phase 2: reverse diffusion at HR size
+  c.phase2.mode = 'full'         # 'full' | 'pd_unet' | 'unet_only' | 'dip' (paper Table 3)
+  c.phase2.renoise = 'fixed'     # 'fixed': x_t = √ᾱ·U(x0_prev) + √(1−ᾱ)·ε; 'posterior': DDPM
+                                 #   posterior q(x_t | x_{t_prev}, x̂0) [default: fixed]
+  c.phase2.t_start = 200         # T_nd: start the reverse diffusion at t = T_nd − 1 [default]
+  c.phase2.stride = 4            # visit every stride-th timestep [default]
+  c.phase2.n_iter = 20           # inner Adam steps per timestep [paper?]
+  c.phase2.n_iter_first = 100    # inner Adam steps at the first timestep [paper?]
+  c.phase2.lr = 1e-4             # Adam learning rate of the U-Net [paper?]
+  c.phase2.lr_kernel = 1e-4      # Adam learning rate of the kernel INR [paper?]
+  c.phase2.driver = 'auto'       # 'scan', 'loop' or 'auto' (as pd.driver)
+  c.phase2.chunk = 10            # timesteps per compiled call / checkpoint
+  c.phase2.trace_every = 5       # keep a kernel snapshot every this many timesteps
+
+  c.io = ml_collections.ConfigDict()
+  c.io.max_hr_pixels = 2048 * 2048   # refuse larger HR outputs (memory guard); see center_crop
+  c.io.center_crop = 0           # if > 0, centre-crop the LR input to this size (square) first
+
+  if variant == 'default':
+    c.compute_dtype = 'bfloat16'
+  elif variant == 'cpu':
+    c.pd.width = 64
+    c.pd.batch = 4
+    c.pd.steps = 600
+    c.pd.chunk = 50
+    c.pd.save_every = 200
+    c.pd.t_max = 400
+    c.unet.features = (32, 32, 32, 32)
+    c.kernel.width = 128
+    c.phase2.t_start = 200
+    c.phase2.stride = 20
+    c.phase2.n_iter = 10
+    c.phase2.n_iter_first = 60
+    c.phase2.lr = 5e-4
+    c.phase2.lr_kernel = 5e-4
+    c.phase2.chunk = 5
+    c.phase2.trace_every = 1
+  elif variant == 'tiny':
+    c.pd.width = 16
+    c.pd.num_blocks = 5
+    c.pd.crop = 32
+    c.pd.batch = 2
+    c.pd.steps = 20
+    c.pd.chunk = 10
+    c.pd.save_every = 10
+    c.pd.t_max = 200
+    c.unet.features = (8, 8, 8)
+    c.kernel.size = 13
+    c.kernel.width = 32
+    c.kernel.num_layers = 3
+    c.phase2.t_start = 40
+    c.phase2.stride = 10
+    c.phase2.n_iter = 3
+    c.phase2.n_iter_first = 5
+    c.phase2.lr = 1e-3
+    c.phase2.lr_kernel = 1e-3
+    c.phase2.chunk = 2
+    c.phase2.trace_every = 1
+  else:
+    raise ValueError(f"unknown variant {variant!r} of configs/x4.py (use '', 'cpu' or 'tiny')")
+  return c

@@ -1,0 +1,266 @@
+"""One entry point for both phases: :func:`super_resolve`.
+
+``super_resolve(lr, config)`` trains the patch-diffusion model on the LR image
+(Phase 1), then runs the reverse diffusion at HR size (Phase 2), and returns
+``(hr, kernel, info)``. The pure steps it drives live in :mod:`kfjax.phase1`
+and :mod:`kfjax.phase2`, so a research variant can reuse them directly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import time
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from absl import logging
+
+from kfjax import diffusion, phase1, phase2
+from kfjax.checkpoint import StateCheckpointer
+from kfjax.models import KernelINR, PatchDiffusion, UNet, render_kernel
+
+
+class DivergenceError(RuntimeError):
+  """Training produced NaN/Inf even after the learning-rate retries."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Models:
+  pd: PatchDiffusion
+  unet: UNet
+  inr: KernelINR
+
+
+def _dtype(name: str):
+  return {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}[name]
+
+
+def build_models(config: ml_collections.ConfigDict) -> Models:
+  """The three networks described by ``config.pd``, ``config.unet``, ``config.kernel``."""
+  return Models(
+      pd=PatchDiffusion(width=config.pd.width, num_blocks=config.pd.num_blocks,
+                        dtype=_dtype(config.compute_dtype)),
+      unet=UNet(features=tuple(config.unet.features), skip=config.unet.skip,
+                residual=config.unet.residual and config.phase2.mode != 'dip',
+                dtype=_dtype(config.compute_dtype)),
+      inr=KernelINR(width=config.kernel.width, num_layers=config.kernel.num_layers,
+                    omega0=config.kernel.omega0, prior_sigma=config.kernel.prior_sigma))
+
+
+def resolve_driver(name: str) -> str:
+  """'auto' → 'loop' on CPU (XLA:CPU runs loop bodies slowly), 'scan' elsewhere."""
+  if name != 'auto':
+    return name
+  return 'loop' if jax.default_backend() == 'cpu' else 'scan'
+
+
+def fingerprint(config, lr01, sections) -> dict:
+  """What a checkpoint depends on: the given config sections and the input's hash."""
+  digest = hashlib.sha256(np.ascontiguousarray(lr01, np.float32).tobytes()).hexdigest()
+  cfg = {s: (config[s].to_dict() if isinstance(config[s], ml_collections.ConfigDict)
+             else config[s]) for s in sections}
+  return {'input_sha256': digest, 'shape': list(np.shape(lr01)), 'config': cfg}
+
+
+def _finite(tree) -> bool:
+  return bool(jax.tree.reduce(lambda a, b: a & b,
+                              jax.tree.map(lambda x: jnp.all(jnp.isfinite(x)), tree)))
+
+
+def _scale_lr(state, factor: float):
+  """Multiplies every injected learning rate in ``state.opt_state`` by ``factor``."""
+  hp = dict(state.opt_state.hyperparams)
+  for name in hp:
+    if name.startswith('lr') or name == 'learning_rate':
+      hp[name] = hp[name] * factor
+  return state.replace(opt_state=state.opt_state._replace(hyperparams=hp))
+
+
+def guarded(run: Callable, state, *args, what: str, retries: int = 2,
+            log: Callable = logging.warning):
+  """Runs ``run(state, *args) -> (state, out)`` and checks the result is finite.
+
+  On NaN/Inf the call is retried from a copy of the input state with the
+  learning rates halved, at most ``retries`` times; then :class:`DivergenceError`.
+  """
+  for attempt in range(retries + 1):
+    backup = jax.tree.map(jnp.copy, state)
+    new, out = run(state, *args)
+    if _finite((new, out)):
+      return new, out
+    if attempt == retries:
+      break
+    state = _scale_lr(backup, 0.5)
+    log(f'{what}: NaN/Inf detected; retrying from the last good state with half the '
+        f'learning rate (retry {attempt + 1}/{retries})')
+  raise DivergenceError(f'{what} diverged (NaN/Inf) even after {retries} retries with '
+                        'halved learning rates; lower the learning rate in the config')
+
+
+class _Progress:
+  """Logs step, loss, throughput and ETA at most every ``every_s`` seconds."""
+
+  def __init__(self, name: str, total: int, unit: str, log: Callable, every_s: float = 10.0):
+    self.name, self.total, self.unit, self.log, self.every_s = name, total, unit, log, every_s
+    self.t0 = time.time()
+    self.done0 = None
+    self.last = 0.0
+
+  def update(self, done: int, loss: float, force: bool = False):
+    now = time.time()
+    if self.done0 is None:          # the first chunk includes compilation
+      self.done0, self.t0 = done, now
+      self.log(f'{self.name}: {done}/{self.total} {self.unit}, loss {loss:.3e} (compiled)')
+      self.last = now
+      return
+    if not force and now - self.last < self.every_s and done < self.total:
+      return
+    self.last = now
+    rate = (done - self.done0) / max(now - self.t0, 1e-9)
+    eta = (self.total - done) / rate if rate > 0 else float('inf')
+    self.log(f'{self.name}: {done}/{self.total} {self.unit}, loss {loss:.3e}, '
+             f'{rate:.2f} {self.unit}/s, ETA {eta:.0f} s')
+
+
+def run_phase1(lr, config, models: Models, key, *, ckpt: StateCheckpointer | None = None,
+               log: Callable = logging.info) -> tuple[Any, dict]:
+  """Trains PD on the LR image (in [−1, 1]); returns the EMA params and info."""
+  c = config.pd
+  schedule = diffusion.linear_schedule(**config.diffusion)
+  optimizer = optax.inject_hyperparams(phase1.make_optimizer)(lr=c.lr, grad_clip=c.grad_clip)
+  crop = min(c.crop, lr.shape[0], lr.shape[1])
+  step = phase1.make_train_step(models.pd, optimizer, schedule, lr, crop=crop, batch=c.batch,
+                                t_max=min(c.t_max, schedule.num_steps),
+                                ema_decay=c.ema_decay, augment=c.augment)
+  driver = resolve_driver(c.driver)
+  chunk = max(1, min(c.chunk, c.steps))
+  run = phase1.make_chunk_runner(step, chunk=chunk, driver=driver)
+  state = phase1.init_state(models.pd, optimizer, jax.random.fold_in(key, 0), crop)
+  done = 0
+  if ckpt is not None and (restored := ckpt.restore_latest(state)) is not None:
+    done, state = restored
+    log(f'Phase 1: resumed from checkpoint step {done}')
+  if done >= c.steps:
+    return state.ema_params, {'steps': done, 'seconds': 0.0, 'resumed': True,
+                              'driver': driver, 'losses': []}
+  train_key = jax.random.fold_in(key, 1)
+  progress = _Progress('Phase 1', c.steps, 'steps', log)
+  losses, t0 = [], time.time()
+  while done < c.steps:
+    state, loss = guarded(run, state, train_key, what='Phase 1')
+    done = int(state.step)
+    losses.append(float(loss))
+    progress.update(done, losses[-1])
+    if ckpt is not None and (done % c.save_every < chunk or done >= c.steps):
+      ckpt.save(done, state)
+  if ckpt is not None:
+    ckpt.wait()
+  return state.ema_params, {'steps': done, 'seconds': time.time() - t0, 'resumed': False,
+                            'driver': driver, 'chunk': chunk, 'losses': losses}
+
+
+def run_phase2(lr, pd_params, config, models: Models, key, *,
+               ckpt: StateCheckpointer | None = None,
+               log: Callable = logging.info) -> tuple[np.ndarray, np.ndarray, dict]:
+  """Reverse diffusion at HR size; returns the HR image in [0, 1], the kernel and info."""
+  c = config.phase2
+  scale, ksize = config.scale, config.kernel.size
+  schedule = diffusion.linear_schedule(**config.diffusion)
+  optimizer = optax.inject_hyperparams(phase2.make_optimizer)(lr_unet=c.lr, lr_kernel=c.lr_kernel)
+  inner = phase2.make_inner_step(models.unet, models.inr, models.pd, pd_params, optimizer,
+                                 schedule, lr, scale=scale, kernel_size=ksize, mode=c.mode,
+                                 renoise=c.renoise)
+  driver = resolve_driver(c.driver)
+  run = phase2.make_timestep_runner(inner, models.inr, ksize, driver=driver)
+  plan = phase2.timestep_plan(t_start=min(c.t_start, schedule.num_steps), stride=c.stride)
+  total = len(plan.t)
+  state = phase2.init_state(models.unet, models.inr, optimizer, jax.random.fold_in(key, 0),
+                            lr, scale=scale, mode=c.mode)
+  done = 0
+  if ckpt is not None and (restored := ckpt.restore_latest(state)) is not None:
+    _, state = restored
+    done = int(state.t_index)
+    log(f'Phase 2: resumed from checkpoint after {done}/{total} timesteps')
+  noise_key = jax.random.fold_in(key, 1)
+  progress = _Progress('Phase 2', total, 'timesteps', log)
+  traces, t0 = [], time.time()
+  while done < total:
+    # The first timestep runs alone with n_iter_first; then chunks of c.chunk.
+    n = 1 if done == 0 else min(c.chunk, total - done)
+    n_iter = c.n_iter_first if done == 0 else c.n_iter
+    ts = phase2.Timestep(*(jnp.asarray(a[done:done + n]) for a in plan))
+    state, trace = guarded(run, state, noise_key, ts, n_iter, what='Phase 2')
+    done = int(state.t_index)
+    traces.append(jax.device_get(trace))
+    progress.update(done, float(trace['loss_last'][-1]))
+    if ckpt is not None:
+      ckpt.save(done, state)
+  if ckpt is not None:
+    ckpt.wait()
+  kernel = np.asarray(render_kernel(models.inr, state.inr_params, ksize), np.float32)
+  info = {'timesteps': total, 'inner_steps': int(state.step), 'seconds': time.time() - t0,
+          'driver': driver, 'resumed_at': None}
+  if traces:
+    cat = {k: np.concatenate([t[k] for t in traces]) for k in traces[0]}
+    every = max(1, c.trace_every)
+    info.update(t=plan.t[total - len(cat['loss_last']):].tolist(),
+                loss_mean=cat['loss_mean'].tolist(), loss_last=cat['loss_last'].tolist(),
+                kernel_trace=cat['kernel'][::every])
+  return phase2.output_image(state), kernel, info
+
+
+def super_resolve(lr01, config: ml_collections.ConfigDict, *, ckpt_dir: str | None = None,
+                  log: Callable = logging.info) -> tuple[np.ndarray, np.ndarray, dict]:
+  """Runs KernelFusion on one LR image.
+
+  Args:
+    lr01: (h, w, 3) float LR image in [0, 1].
+    config: a config from ``configs/`` (see ``configs/x4.py``).
+    ckpt_dir: if given, Phase 1 and Phase 2 states are checkpointed there
+      (``phase1/``, ``phase2/``) and a re-run resumes from them.
+    log: progress logger (absl ``logging.info`` by default).
+
+  Returns:
+    ``(hr, kernel, info)``: the (h·s, w·s, 3) HR image in [0, 1], the (K, K)
+    kernel (sums to 1), and a dict with per-phase timings and loss traces.
+  """
+  lr01 = np.asarray(lr01, np.float32)
+  lr = jnp.asarray(lr01 * 2.0 - 1.0)
+  models = build_models(config)
+  key = jax.random.PRNGKey(config.seed)
+  needs_pd = config.phase2.mode in ('full', 'pd_unet')
+  ck1 = ck2 = None
+  if ckpt_dir is not None:
+    ck1 = StateCheckpointer(os.path.join(ckpt_dir, 'phase1'),
+                            fingerprint=fingerprint(config, lr01, ('seed', 'diffusion', 'pd',
+                                                                   'compute_dtype')))
+    ck2 = StateCheckpointer(os.path.join(ckpt_dir, 'phase2'),
+                            fingerprint=fingerprint(config, lr01, ('seed', 'scale', 'diffusion',
+                                                                   'pd', 'unet', 'kernel',
+                                                                   'phase2', 'compute_dtype')))
+  try:
+    info: dict = {'backend': jax.default_backend(), 'device': str(jax.devices()[0])}
+    if needs_pd:
+      pd_params, info['phase1'] = run_phase1(lr, config, models, jax.random.fold_in(key, 1),
+                                             ckpt=ck1, log=log)
+    else:
+      pd_params, info['phase1'] = None, {'steps': 0, 'seconds': 0.0, 'skipped': True}
+    hr, kernel, info['phase2'] = run_phase2(lr, pd_params, config, models,
+                                            jax.random.fold_in(key, 2), ckpt=ck2, log=log)
+  finally:
+    for ck in (ck1, ck2):
+      if ck is not None:
+        ck.close()
+  return hr, kernel, info
+
+
+def config_to_json(config: ml_collections.ConfigDict) -> str:
+  """The effective config as indented JSON (logged next to every result)."""
+  return json.dumps(config.to_dict(), indent=2, sort_keys=True, default=str)
