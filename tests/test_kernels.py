@@ -1,0 +1,245 @@
+"""Tests for kfjax.kernels: synthetic kernels, camera shake, loading, resizing, alignment."""
+
+import itertools
+import os
+import shutil
+import tempfile
+
+from absl.testing import absltest
+from absl.testing import parameterized
+import jax.numpy as jnp
+import numpy as np
+import scipy.io
+import skimage.data
+
+from kfjax import degradation
+from kfjax import kernels
+from kfjax import metrics
+
+DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                    '..', 'shared', 'data')
+HAVE_LEVIN = os.path.isdir(os.path.join(DATA, 'levin09_kernels'))
+
+SYNTHETIC = {
+    'l_shape': kernels.l_shape,
+    'filled_square': kernels.filled_square,
+    'hollow_square': kernels.hollow_square,
+    'aniso_gaussian': kernels.anisotropic_gaussian,
+}
+
+
+def _is_kernel(test, k, size):
+  test.assertEqual(k.shape, (size, size))
+  test.assertEqual(k.dtype, np.float32)
+  test.assertGreaterEqual(float(k.min()), 0.0)
+  test.assertAlmostEqual(float(k.sum()), 1.0, places=5)
+
+
+class SyntheticTest(parameterized.TestCase):
+
+  @parameterized.named_parameters(*SYNTHETIC.items())
+  def test_valid_and_centred(self, fn):
+    k = fn()
+    _is_kernel(self, k, 24)
+    cy, cx = degradation.center_of_mass(k)
+    self.assertLessEqual(abs(cy - 12), 0.5)
+    self.assertLessEqual(abs(cx - 12), 0.5)
+
+  def test_distinct(self):
+    ks = kernels.synthetic_kernels()
+    self.assertEqual([n for n, _ in ks], list(SYNTHETIC))
+    for (_, a), (_, b) in itertools.combinations(ks, 2):
+      self.assertGreater(metrics.kernel_metrics(a, b)['kernel_nerr'], 0.3)
+
+  def test_documented_shapes(self):
+    self.assertEqual(int((kernels.l_shape() > 0).sum()), 11 * 2 + 11 * 2 - 4)
+    self.assertEqual(int((kernels.filled_square() > 0).sum()), 81)
+    hollow = kernels.hollow_square()
+    self.assertEqual(int((hollow > 0).sum()), 13 * 13 - 9 * 9)
+    self.assertEqual(float(hollow[12, 12]), 0.0)
+    # Uniform weights for the three binary shapes.
+    for k in (kernels.l_shape(), kernels.filled_square(), hollow):
+      np.testing.assert_allclose(k[k > 0], k.max(), rtol=1e-5)
+
+  def test_gaussian_orientation(self):
+    k = kernels.anisotropic_gaussian(64, sigmas=(4.0, 1.5), theta=30.0).astype(np.float64)
+    rows, cols = np.indices(k.shape)
+    cy, cx = degradation.center_of_mass(k)
+    x, y = cols - cx, -(rows - cy)
+    cov = np.array([[(k * x * x).sum(), (k * x * y).sum()],
+                    [(k * x * y).sum(), (k * y * y).sum()]])
+    evals, evecs = np.linalg.eigh(cov)
+    np.testing.assert_allclose(np.sqrt(evals), [1.5, 4.0], rtol=0.02)
+    angle = np.rad2deg(np.arctan2(evecs[1, 1], evecs[0, 1])) % 180
+    self.assertAlmostEqual(angle, 30.0, delta=0.5)
+
+
+class CameraShakeTest(absltest.TestCase):
+
+  def test_valid_and_deterministic(self):
+    a = kernels.camera_shake(24, seed=7)
+    _is_kernel(self, a, 24)
+    np.testing.assert_array_equal(a, kernels.camera_shake(24, seed=7))
+    b = kernels.camera_shake(24, seed=8)
+    self.assertGreater(metrics.kernel_metrics(a, b)['kernel_nerr'], 0.1)
+
+  def test_is_a_thin_path(self):
+    k = kernels.camera_shake(24, seed=0)
+    support = (k > 0.01 * k.max()).sum()
+    self.assertGreater(support, 20)                  # not a dot
+    self.assertLess(support, 0.5 * k.size)           # not a blob
+    _is_kernel(self, kernels.camera_shake(13, seed=1), 13)
+
+
+class LoadTest(absltest.TestCase):
+
+  def setUp(self):
+    super().setUp()
+    self.dir = tempfile.mkdtemp()
+    self.addCleanup(shutil.rmtree, self.dir)
+    rng = np.random.default_rng(0)
+    self.k = rng.random((7, 7))
+    self.stack = rng.random((3, 5, 5))
+
+  def test_npy_single_and_stack(self):
+    p = os.path.join(self.dir, 'blur.npy')
+    np.save(p, self.k)
+    (name, k), = kernels.load_kernels(p)
+    self.assertEqual(name, 'blur')
+    self.assertEqual(k.dtype, np.float32)
+    np.testing.assert_allclose(k, self.k / self.k.sum(), rtol=1e-6)
+    p = os.path.join(self.dir, 'many.npy')
+    np.save(p, self.stack)
+    got = kernels.load_kernels(p)
+    self.assertEqual([n for n, _ in got], ['many_0', 'many_1', 'many_2'])
+    for (_, k), want in zip(got, self.stack):
+      np.testing.assert_allclose(k, want / want.sum(), rtol=1e-6)
+
+  def test_mat_kernel_key_and_fallback(self):
+    p = os.path.join(self.dir, 'kernel_3.mat')
+    scipy.io.savemat(p, {'other': np.ones((2, 2)), 'Kernel': self.k})
+    (name, k), = kernels.load_kernels(p)
+    self.assertEqual(name, 'kernel_3')
+    np.testing.assert_allclose(k, self.k / self.k.sum(), rtol=1e-6)
+    p = os.path.join(self.dir, 'anon.mat')
+    scipy.io.savemat(p, {'label': 'x', 'k': self.k})
+    (_, k), = kernels.load_kernels(p)
+    np.testing.assert_allclose(k, self.k / self.k.sum(), rtol=1e-6)
+
+  def test_mat_stack_matlab_order(self):
+    p = os.path.join(self.dir, 'stack.mat')
+    scipy.io.savemat(p, {'Kernel': np.moveaxis(self.stack, 0, 2)})   # (K, K, N)
+    got = kernels.load_kernels(p)
+    self.assertLen(got, 3)
+    for (_, k), want in zip(got, self.stack):
+      np.testing.assert_allclose(k, want / want.sum(), rtol=1e-6)
+
+  def test_non_square_is_padded(self):
+    p = os.path.join(self.dir, 'wide.npy')
+    np.save(p, np.ones((3, 5)))
+    (_, k), = kernels.load_kernels(p)
+    self.assertEqual(k.shape, (5, 5))
+    self.assertAlmostEqual(float(k.sum()), 1.0, places=6)
+
+  def test_errors_name_the_file(self):
+    bad = {'missing.npy': None, 'zero.npy': np.zeros((3, 3)), 'four.npy': np.ones((2, 2, 2, 2)),
+           'kernel.txt': 'x'}
+    for fname, content in bad.items():
+      p = os.path.join(self.dir, fname)
+      if isinstance(content, np.ndarray):
+        np.save(p, content)
+      elif content is not None:
+        with open(p, 'w') as f:
+          f.write(content)
+      with self.assertRaisesRegex(ValueError, fname):
+        kernels.load_kernels(p)
+    p = os.path.join(self.dir, 'junk.npy')
+    with open(p, 'wb') as f:
+      f.write(b'not a numpy file')
+    with self.assertRaisesRegex(ValueError, 'junk.npy'):
+      kernels.load_kernels(p)
+    p = os.path.join(self.dir, 'strings.mat')
+    scipy.io.savemat(p, {'label': 'nothing numeric'})
+    with self.assertRaisesRegex(ValueError, 'strings.mat'):
+      kernels.load_kernels(p)
+
+
+class ResizeAlignTest(parameterized.TestCase):
+
+  @parameterized.parameters(13, 24, 27)
+  def test_resize(self, size_in):
+    k = kernels.camera_shake(size_in, seed=size_in)
+    r = kernels.resize_kernel(k, 24)
+    _is_kernel(self, r, 24)
+    if size_in == 24:
+      np.testing.assert_allclose(r, k, atol=1e-7)
+    # The geometry scales by 24/size_in about the support's centre.
+    c_in, c_out = (size_in - 1) / 2, 23 / 2
+    want = [(c - c_in) * 24 / size_in + c_out for c in degradation.center_of_mass(k)]
+    np.testing.assert_allclose(degradation.center_of_mass(r), want, atol=0.3)
+
+  @parameterized.parameters(1, 2, 3, 4)
+  def test_align_target(self, scale):
+    for _, k in kernels.synthetic_kernels():
+      a = kernels.align_for_scale(k, 33, scale)
+      _is_kernel(self, a, 33)
+      target = 33 // 2 + (scale - 1) / 2
+      for c in degradation.center_of_mass(a):
+        self.assertLessEqual(abs(c - target), 0.5 + 1e-6)
+      self.assertLess(metrics.kernel_metrics(a, k)['kernel_nerr'], 1e-6)   # shape kept
+
+  def test_symmetric_kernel_shift(self):
+    k = kernels.filled_square(15, side=5)
+    self.assertEqual(degradation.center_of_mass(kernels.align_for_scale(k, 15, 4)), (9.0, 9.0))
+    self.assertEqual(degradation.center_of_mass(kernels.align_for_scale(k, 15, 2)), (8.0, 8.0))
+    self.assertEqual(degradation.center_of_mass(kernels.align_for_scale(k, 15, 3)), (8.0, 8.0))
+
+  def test_align_refuses_to_drop_mass(self):
+    k = kernels.filled_square(9, side=9)
+    with self.assertRaisesRegex(ValueError, 'drops'):
+      kernels.align_for_scale(k, 9, 4)
+    size = kernels.aligned_support(k, 4)
+    self.assertEqual(size, 13)   # the canvas grows on both sides; the shift is +2
+    _is_kernel(self, kernels.align_for_scale(k, None, 4), 13)
+    got = kernels.align_all([('a', k), ('b', kernels.filled_square(5, side=3))], 4)
+    self.assertEqual({g.shape for _, g in got}, {(13, 13)})
+
+  def test_alignment_helps_bicubic(self):
+    """A GT kernel aligned for s puts the LR where bicubic expects it."""
+    hr = skimage.data.astronaut()[200:296, 160:256].astype(np.float32) / 255.0
+    k = kernels.anisotropic_gaussian(17, sigmas=(1.6, 1.6))
+    psnr = {}
+    for name, kk in [('centred', k), ('aligned', kernels.align_for_scale(k, None, 4))]:
+      lr = degradation.downscale(jnp.asarray(hr), jnp.asarray(kk), 4)
+      up = np.asarray(degradation.bicubic_upscale(lr, 4))
+      psnr[name] = metrics.image_metrics(up, hr, 4)['psnr_y']
+    self.assertGreater(psnr['aligned'], psnr['centred'] + 0.5)
+
+
+@absltest.skipUnless(HAVE_LEVIN, 'shared data (../shared/data) not present')
+class SharedDataTest(absltest.TestCase):
+
+  def test_levin(self):
+    ks = kernels.levin_kernels(DATA)
+    self.assertEqual([n for n, _ in ks], [f'levin09_k{i}' for i in range(1, 9)])
+    self.assertEqual([k.shape[0] for _, k in ks], [19, 17, 15, 27, 13, 21, 23, 23])
+    for _, k in ks:
+      self.assertAlmostEqual(float(k.sum()), 1.0, places=5)
+    self.assertLen(kernels.levin_kernels(os.path.join(DATA, 'levin09_kernels')), 8)
+
+  def test_blind144_kernels(self):
+    ks = kernels.blind144_kernels(DATA, 4)
+    self.assertLen(ks, 12)
+    self.assertLen({n for n, _ in ks}, 12)
+    for _, k in ks:
+      _is_kernel(self, k, 33)
+      for c in degradation.center_of_mass(k):
+        self.assertLessEqual(abs(c - 17.5), 0.5 + 1e-6)
+
+  def test_missing_folder(self):
+    with self.assertRaisesRegex(ValueError, 'nowhere'):
+      kernels.levin_kernels(os.path.join(tempfile.gettempdir(), 'nowhere'))
+
+
+if __name__ == '__main__':
+  absltest.main()
