@@ -74,6 +74,9 @@ def get_config(arg=None):
   c.io.max_hr_pixels = 2048 * 2048   # refuse larger HR outputs (memory guard); see center_crop
   c.io.center_crop = 0           # if > 0, centre-crop the LR input to this size (square) first
 
+  c.demo = ml_collections.ConfigDict()     # the embedded demo (main.py without --input)
+  c.demo.hr_size = 512           # HR crop of scikit-image's astronaut (LR = hr_size / scale)
+
   if variant == 'default':
     c.compute_dtype = 'bfloat16'
   elif variant == 'cpu':
@@ -93,6 +96,7 @@ def get_config(arg=None):
     c.phase2.lr_kernel = 5e-4
     c.phase2.chunk = 5
     c.phase2.trace_every = 1
+    c.demo.hr_size = 256
   elif variant == 'tiny':
     c.pd.width = 16
     c.pd.num_blocks = 5
@@ -114,6 +118,7 @@ def get_config(arg=None):
     c.phase2.lr_kernel = 1e-3
     c.phase2.chunk = 2
     c.phase2.trace_every = 1
+    c.demo.hr_size = 128
   else:
     raise ValueError(f"unknown variant {variant!r} of configs/x4.py (use '', 'cpu' or 'tiny')")
   return c

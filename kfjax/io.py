@@ -185,7 +185,8 @@ def _is_listed_image(p: Path) -> bool:
           and p.is_file())
 
 
-def check_output_dir(output_dir: str | os.PathLike, input_path: str | os.PathLike) -> Path:
+def check_output_dir(output_dir: str | os.PathLike,
+                     input_path: str | os.PathLike | None) -> Path:
   """Checks that results may go to ``output_dir``, creates it, and returns it.
 
   Nothing is ever written into the input folder. When ``input_path`` is a
@@ -195,6 +196,8 @@ def check_output_dir(output_dir: str | os.PathLike, input_path: str | os.PathLik
   one new folder, not loose files). Paths are compared after resolving
   symlinks and ``..``, and by identity (``os.path.samefile``) for the parts
   that already exist.
+
+  ``input_path=None`` (the embedded demo) skips the containment check.
 
   Then the folder is created (with its parents) if needed, and a probe file is
   written and removed in it.
@@ -208,10 +211,12 @@ def check_output_dir(output_dir: str | os.PathLike, input_path: str | os.PathLik
   """
   try:
     out = Path(output_dir).expanduser().resolve()
-    src = Path(input_path).expanduser().resolve()
+    src = None if input_path is None else Path(input_path).expanduser().resolve()
   except (OSError, ValueError, RuntimeError) as e:  # NUL in a path, symlink loop.
     raise InputError(f'invalid path ({e})', path=output_dir) from None
-  if src.is_dir():
+  if src is None:
+    pass                                              # no input folder to protect (the demo)
+  elif src.is_dir():
     if _is_same_or_inside(out, src):
       raise InputError(f'output folder is inside the input folder {input_path}; '
                        'choose an --output_dir elsewhere', path=output_dir)
