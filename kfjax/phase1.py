@@ -60,22 +60,25 @@ def random_crops(key, image, *, crop: int, batch: int, augment: bool = True):
   return crops
 
 
-def make_train_step(model: PatchDiffusion, optimizer, schedule: diffusion.Schedule,
-                    image, *, crop: int, batch: int, t_max: int, ema_decay: float,
+def make_train_step(model: PatchDiffusion, optimizer, schedule: diffusion.Schedule, *,
+                    crop: int, batch: int, t_max: int, ema_decay: float,
                     augment: bool = True) -> Callable:
-  """Builds the pure Phase-1 step ``step(state, rng) -> (state, metrics)``.
+  """Builds the pure Phase-1 step ``step(state, rng, image) -> (state, metrics)``.
+
+  The LR image is an argument, not a constant of the step, so one compiled
+  step serves every image of the same size.
 
   Args:
     model: the PD network.
     optimizer: an optax transformation (see :func:`make_optimizer`).
     schedule: the DDPM schedule.
-    image: the LR image, (H, W, 3) in [−1, 1]; crops are ``min(crop, H, W)``.
-    crop, batch: crop size and number of crops per step.
+    crop, batch: crop size (≤ the image's sides) and number of crops per step.
     t_max: timesteps are drawn uniformly from [0, t_max).
     ema_decay: EMA decay of the weights used by Phase 2.
     augment: apply random flips and 90° rotations.
+
+  The step's ``image`` is the LR image, (H, W, 3) in [−1, 1].
   """
-  crop = min(crop, image.shape[0], image.shape[1])
 
   def loss_fn(params, x0, t, eps):
     ab = schedule.alpha_bars[t][:, None, None, None]
@@ -84,7 +87,7 @@ def make_train_step(model: PatchDiffusion, optimizer, schedule: diffusion.Schedu
     pred = model.apply(params, x_t, t)
     return jnp.mean((pred - target) ** 2)
 
-  def step(state: PDState, rng):
+  def step(state: PDState, rng, image):
     k_crop, k_t, k_eps = jax.random.split(rng, 3)
     x0 = random_crops(k_crop, image, crop=crop, batch=batch, augment=augment)
     t = jax.random.randint(k_t, (batch,), 0, t_max)
@@ -101,7 +104,7 @@ def make_train_step(model: PatchDiffusion, optimizer, schedule: diffusion.Schedu
 
 
 def make_chunk_runner(step: Callable, *, chunk: int, driver: str = 'scan') -> Callable:
-  """Wraps ``step`` as ``run(state, key) -> (state, mean_loss)`` doing ``chunk`` steps.
+  """Wraps ``step`` as ``run(state, key, image) -> (state, mean_loss)`` doing ``chunk`` steps.
 
   The rng of step n is ``fold_in(key, n)``, so a run is deterministic and can
   resume from any saved step. ``driver='scan'`` compiles the chunk as one
@@ -111,20 +114,20 @@ def make_chunk_runner(step: Callable, *, chunk: int, driver: str = 'scan') -> Ca
   """
   if driver == 'scan':
     @functools.partial(jax.jit, donate_argnums=(0,))
-    def run(state, key):
+    def run(state, key, image):
       def body(s, _):
-        s, m = step(s, jax.random.fold_in(key, s.step))
+        s, m = step(s, jax.random.fold_in(key, s.step), image)
         return s, m['loss']
       state, losses = jax.lax.scan(body, state, None, length=chunk)
       return state, jnp.mean(losses)
     return run
   if driver == 'loop':
-    jstep = jax.jit(lambda s, key: step(s, jax.random.fold_in(key, s.step)),
+    jstep = jax.jit(lambda s, key, image: step(s, jax.random.fold_in(key, s.step), image),
                     donate_argnums=(0,))
-    def run(state, key):
+    def run(state, key, image):
       losses = []
       for _ in range(chunk):
-        state, m = jstep(state, key)
+        state, m = jstep(state, key, image)
         losses.append(m['loss'])
       return state, jnp.mean(jnp.stack(losses))
     return run

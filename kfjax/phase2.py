@@ -49,6 +49,12 @@ class P2State(flax.struct.PyTreeNode):
   noise_input: jnp.ndarray   # (1, H, W, 3) fixed U-Net input of the 'dip' mode
 
 
+class Data(NamedTuple):
+  """What a Phase-2 step reads but never changes: the LR target and the frozen PD."""
+  lr: jnp.ndarray            # (h, w, 3) LR image in [−1, 1]
+  pd_params: Any             # frozen PD (EMA) params; None for the modes without PD
+
+
 class Timestep(NamedTuple):
   """Per-timestep inputs: t, the previously visited t, and whether it is the first."""
   t: jnp.ndarray
@@ -82,11 +88,13 @@ def init_state(unet: UNet, inr: KernelINR, optimizer, key, lr_image, *, scale: i
                  noise_input=noise)
 
 
-def make_inner_step(unet: UNet, inr: KernelINR, pd: PatchDiffusion | None, pd_params,
-                    optimizer, schedule: diffusion.Schedule, lr_image, *, scale: int,
-                    kernel_size: int, mode: str = 'full',
-                    renoise: str = 'fixed') -> Callable:
-  """Builds the pure inner step ``inner(state, ts, eps) -> (state, (loss, x̂0, x_t))``.
+def make_inner_step(unet: UNet, inr: KernelINR, pd: PatchDiffusion | None, optimizer,
+                    schedule: diffusion.Schedule, *, scale: int, kernel_size: int,
+                    mode: str = 'full', renoise: str = 'fixed') -> Callable:
+  """Builds the pure inner step ``inner(state, ts, eps, data) -> (state, (loss, x̂0, x_t))``.
+
+  ``data`` is a :class:`Data` (LR target and frozen PD params): arguments, not
+  constants, so one compiled step serves every image of the same size.
 
   Modes (the paper's Table 3):
     * ``full``: x_t from U(x0_prev), then x̂0 = U(x0_from_v(x_t, PD(x_t, t))).
@@ -104,8 +112,6 @@ def make_inner_step(unet: UNet, inr: KernelINR, pd: PatchDiffusion | None, pd_pa
     raise ValueError(f'unknown re-noising rule {renoise!r}; choose one of {RENOISE_RULES}')
   if mode in ('full', 'pd_unet') and pd is None:
     raise ValueError(f'mode {mode!r} needs the PD model')
-  lr_target = jnp.asarray(lr_image, jnp.float32)
-  pd_params = jax.lax.stop_gradient(pd_params)
 
   def noisy(x0, state, ts, eps):
     ab_t = schedule.alpha_bars[ts.t]
@@ -116,7 +122,7 @@ def make_inner_step(unet: UNet, inr: KernelINR, pd: PatchDiffusion | None, pd_pa
                                     alpha_bar_s=ab_t)
     return jnp.where(ts.first, fixed, mean + jnp.sqrt(var) * eps)
 
-  def estimate(unet_params, state, ts, eps):
+  def estimate(unet_params, state, ts, eps, pd_params):
     u = lambda x: unet.apply(unet_params, x)
     if mode == 'dip':
       return u(state.noise_input), state.x_t
@@ -124,20 +130,20 @@ def make_inner_step(unet: UNet, inr: KernelINR, pd: PatchDiffusion | None, pd_pa
     x_t = noisy(start, state, ts, eps)
     if mode == 'unet_only':
       return u(x_t), x_t
-    v = pd.apply(pd_params, x_t, jnp.full((x_t.shape[0],), ts.t))
+    v = pd.apply(jax.lax.stop_gradient(pd_params), x_t, jnp.full((x_t.shape[0],), ts.t))
     x0 = diffusion.x0_from_v(x_t=x_t, v=v, alpha_bar=schedule.alpha_bars[ts.t])
     return u(x0), x_t
 
-  def loss_fn(params, state, ts, eps):
-    x0_hat, x_t = estimate(params['unet'], state, ts, eps)
+  def loss_fn(params, state, ts, eps, data):
+    x0_hat, x_t = estimate(params['unet'], state, ts, eps, data.pd_params)
     kernel = render_kernel(inr, params['inr'], kernel_size)
     pred = degradation.downscale(x0_hat[0].astype(jnp.float32), kernel, scale)
-    return jnp.mean((pred - lr_target) ** 2), (x0_hat, x_t)
+    return jnp.mean((pred - data.lr) ** 2), (x0_hat, x_t)
 
-  def inner(state: P2State, ts: Timestep, eps):
+  def inner(state: P2State, ts: Timestep, eps, data: Data):
     params = {'unet': state.unet_params, 'inr': state.inr_params}
     (loss, (x0_hat, x_t)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-        params, state, ts, eps)
+        params, state, ts, eps, data)
     updates, opt_state = optimizer.update(grads, state.opt_state, params)
     params = optax.apply_updates(params, updates)
     state = state.replace(step=state.step + 1, unet_params=params['unet'],
@@ -160,7 +166,7 @@ def finish_timestep(state: P2State, x0_hat, x_t) -> P2State:
 
 def make_timestep_runner(inner: Callable, inr: KernelINR, kernel_size: int, *,
                          driver: str = 'scan') -> Callable:
-  """Wraps the inner step as ``run(state, key, ts, n_iter) -> (state, trace)``.
+  """Wraps the inner step as ``run(state, key, ts, n_iter, data) -> (state, trace)``.
 
   ``ts`` is a :class:`Timestep` of arrays of length n (a chunk of visited
   timesteps); each gets ``n_iter`` inner steps. ``trace`` holds, per timestep,
@@ -172,13 +178,13 @@ def make_timestep_runner(inner: Callable, inr: KernelINR, kernel_size: int, *,
 
   if driver == 'scan':
     @functools.partial(jax.jit, static_argnames=('n_iter',), donate_argnums=(0,))
-    def run(state, key, ts, n_iter):
+    def run(state, key, ts, n_iter, data):
       def one_timestep(state, t):
         eps = timestep_noise(key, state)
         # Carry the x̂0 and x_t of the latest inner iteration; keep every loss.
         def body_keep_last(carry, _):
           s, _, _, _ = carry
-          s, (loss, x0_hat, x_t) = inner(s, t, eps)
+          s, (loss, x0_hat, x_t) = inner(s, t, eps, data)
           return (s, loss, x0_hat, x_t), loss
         init = (state, jnp.zeros(()), state.x0_prev, state.x_t)
         (state, last, x0_hat, x_t), losses = jax.lax.scan(body_keep_last, init, None,
@@ -195,14 +201,14 @@ def make_timestep_runner(inner: Callable, inr: KernelINR, kernel_size: int, *,
     jfinish = jax.jit(finish_timestep, donate_argnums=(0,))
     jkernel = jax.jit(kernel_of)
 
-    def run(state, key, ts, n_iter):
+    def run(state, key, ts, n_iter, data):
       traces = []
       for i in range(len(ts.t)):
         t = Timestep(*(jnp.asarray(a[i]) for a in ts))
         eps = jnoise(key, state)
         losses = []
         for _ in range(n_iter):
-          state, (loss, x0_hat, x_t) = jinner(state, t, eps)
+          state, (loss, x0_hat, x_t) = jinner(state, t, eps, data)
           losses.append(loss)
         state = jfinish(state, x0_hat, x_t)
         losses = jnp.stack(losses)

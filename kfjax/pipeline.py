@@ -9,6 +9,7 @@ and :mod:`kfjax.phase2`, so a research variant can reuse them directly.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -129,20 +130,54 @@ class _Progress:
              f'{rate:.2f} {self.unit}/s, ETA {eta:.0f} s')
 
 
-def run_phase1(lr, config, models: Models, key, *, ckpt: StateCheckpointer | None = None,
+def _sections_json(config, sections) -> str:
+  return json.dumps({k: (config[k].to_dict() if isinstance(config[k], ml_collections.ConfigDict)
+                         else config[k]) for k in sections}, sort_keys=True, default=list)
+
+
+@functools.lru_cache(maxsize=8)
+def _phase1_fns(config_json: str, crop: int):
+  """Models, optimiser and chunk runner for a Phase-1 config (cached: compiled once)."""
+  config = ml_collections.ConfigDict(json.loads(config_json))
+  c = config.pd
+  pd = PatchDiffusion(width=c.width, num_blocks=c.num_blocks, dtype=_dtype(config.compute_dtype))
+  schedule = diffusion.linear_schedule(**config.diffusion)
+  optimizer = optax.inject_hyperparams(phase1.make_optimizer)(lr=c.lr, grad_clip=c.grad_clip)
+  step = phase1.make_train_step(pd, optimizer, schedule, crop=crop, batch=c.batch,
+                                t_max=min(c.t_max, schedule.num_steps),
+                                ema_decay=c.ema_decay, augment=c.augment)
+  chunk = max(1, min(c.chunk, c.steps))
+  driver = resolve_driver(c.driver)
+  return pd, optimizer, phase1.make_chunk_runner(step, chunk=chunk, driver=driver), chunk, driver
+
+
+@functools.lru_cache(maxsize=8)
+def _phase2_fns(config_json: str):
+  """Models, optimiser and timestep runner for a Phase-2 config (cached: compiled once)."""
+  config = ml_collections.ConfigDict(json.loads(config_json))
+  models = build_models(config)
+  c = config.phase2
+  schedule = diffusion.linear_schedule(**config.diffusion)
+  optimizer = optax.inject_hyperparams(phase2.make_optimizer)(lr_unet=c.lr, lr_kernel=c.lr_kernel)
+  inner = phase2.make_inner_step(models.unet, models.inr, models.pd, optimizer, schedule,
+                                 scale=config.scale, kernel_size=config.kernel.size,
+                                 mode=c.mode, renoise=c.renoise)
+  driver = resolve_driver(c.driver)
+  run = phase2.make_timestep_runner(inner, models.inr, config.kernel.size, driver=driver)
+  return models, optimizer, run, schedule, driver
+
+
+PHASE1_SECTIONS = ('diffusion', 'pd', 'compute_dtype')
+PHASE2_SECTIONS = ('scale', 'diffusion', 'pd', 'unet', 'kernel', 'phase2', 'compute_dtype')
+
+
+def run_phase1(lr, config, key, *, ckpt: StateCheckpointer | None = None,
                log: Callable = logging.info) -> tuple[Any, dict]:
   """Trains PD on the LR image (in [−1, 1]); returns the EMA params and info."""
   c = config.pd
-  schedule = diffusion.linear_schedule(**config.diffusion)
-  optimizer = optax.inject_hyperparams(phase1.make_optimizer)(lr=c.lr, grad_clip=c.grad_clip)
   crop = min(c.crop, lr.shape[0], lr.shape[1])
-  step = phase1.make_train_step(models.pd, optimizer, schedule, lr, crop=crop, batch=c.batch,
-                                t_max=min(c.t_max, schedule.num_steps),
-                                ema_decay=c.ema_decay, augment=c.augment)
-  driver = resolve_driver(c.driver)
-  chunk = max(1, min(c.chunk, c.steps))
-  run = phase1.make_chunk_runner(step, chunk=chunk, driver=driver)
-  state = phase1.init_state(models.pd, optimizer, jax.random.fold_in(key, 0), crop)
+  pd, optimizer, run, chunk, driver = _phase1_fns(_sections_json(config, PHASE1_SECTIONS), crop)
+  state = phase1.init_state(pd, optimizer, jax.random.fold_in(key, 0), crop)
   done = 0
   if ckpt is not None and (restored := ckpt.restore_latest(state)) is not None:
     done, state = restored
@@ -154,7 +189,7 @@ def run_phase1(lr, config, models: Models, key, *, ckpt: StateCheckpointer | Non
   progress = _Progress('Phase 1', c.steps, 'steps', log)
   losses, t0 = [], time.time()
   while done < c.steps:
-    state, loss = guarded(run, state, train_key, what='Phase 1')
+    state, loss = guarded(run, state, train_key, lr, what='Phase 1')
     done = int(state.step)
     losses.append(float(loss))
     progress.update(done, losses[-1])
@@ -166,23 +201,17 @@ def run_phase1(lr, config, models: Models, key, *, ckpt: StateCheckpointer | Non
                             'driver': driver, 'chunk': chunk, 'losses': losses}
 
 
-def run_phase2(lr, pd_params, config, models: Models, key, *,
-               ckpt: StateCheckpointer | None = None,
+def run_phase2(lr, pd_params, config, key, *, ckpt: StateCheckpointer | None = None,
                log: Callable = logging.info) -> tuple[np.ndarray, np.ndarray, dict]:
   """Reverse diffusion at HR size; returns the HR image in [0, 1], the kernel and info."""
   c = config.phase2
-  scale, ksize = config.scale, config.kernel.size
-  schedule = diffusion.linear_schedule(**config.diffusion)
-  optimizer = optax.inject_hyperparams(phase2.make_optimizer)(lr_unet=c.lr, lr_kernel=c.lr_kernel)
-  inner = phase2.make_inner_step(models.unet, models.inr, models.pd, pd_params, optimizer,
-                                 schedule, lr, scale=scale, kernel_size=ksize, mode=c.mode,
-                                 renoise=c.renoise)
-  driver = resolve_driver(c.driver)
-  run = phase2.make_timestep_runner(inner, models.inr, ksize, driver=driver)
+  models, optimizer, run, schedule, driver = _phase2_fns(
+      _sections_json(config, PHASE2_SECTIONS))
+  data = phase2.Data(lr=lr, pd_params=pd_params)
   plan = phase2.timestep_plan(t_start=min(c.t_start, schedule.num_steps), stride=c.stride)
   total = len(plan.t)
   state = phase2.init_state(models.unet, models.inr, optimizer, jax.random.fold_in(key, 0),
-                            lr, scale=scale, mode=c.mode)
+                            lr, scale=config.scale, mode=c.mode)
   done = 0
   if ckpt is not None and (restored := ckpt.restore_latest(state)) is not None:
     _, state = restored
@@ -196,7 +225,7 @@ def run_phase2(lr, pd_params, config, models: Models, key, *,
     n = 1 if done == 0 else min(c.chunk, total - done)
     n_iter = c.n_iter_first if done == 0 else c.n_iter
     ts = phase2.Timestep(*(jnp.asarray(a[done:done + n]) for a in plan))
-    state, trace = guarded(run, state, noise_key, ts, n_iter, what='Phase 2')
+    state, trace = guarded(run, state, noise_key, ts, n_iter, data, what='Phase 2')
     done = int(state.t_index)
     traces.append(jax.device_get(trace))
     progress.update(done, float(trace['loss_last'][-1]))
@@ -204,9 +233,10 @@ def run_phase2(lr, pd_params, config, models: Models, key, *,
       ckpt.save(done, state)
   if ckpt is not None:
     ckpt.wait()
-  kernel = np.asarray(render_kernel(models.inr, state.inr_params, ksize), np.float32)
+  kernel = np.asarray(render_kernel(models.inr, state.inr_params, config.kernel.size),
+                      np.float32)
   info = {'timesteps': total, 'inner_steps': int(state.step), 'seconds': time.time() - t0,
-          'driver': driver, 'resumed_at': None}
+          'driver': driver}
   if traces:
     cat = {k: np.concatenate([t[k] for t in traces]) for k in traces[0]}
     every = max(1, c.trace_every)
@@ -233,27 +263,23 @@ def super_resolve(lr01, config: ml_collections.ConfigDict, *, ckpt_dir: str | No
   """
   lr01 = np.asarray(lr01, np.float32)
   lr = jnp.asarray(lr01 * 2.0 - 1.0)
-  models = build_models(config)
   key = jax.random.PRNGKey(config.seed)
   needs_pd = config.phase2.mode in ('full', 'pd_unet')
   ck1 = ck2 = None
   if ckpt_dir is not None:
     ck1 = StateCheckpointer(os.path.join(ckpt_dir, 'phase1'),
-                            fingerprint=fingerprint(config, lr01, ('seed', 'diffusion', 'pd',
-                                                                   'compute_dtype')))
+                            fingerprint=fingerprint(config, lr01, ('seed',) + PHASE1_SECTIONS))
     ck2 = StateCheckpointer(os.path.join(ckpt_dir, 'phase2'),
-                            fingerprint=fingerprint(config, lr01, ('seed', 'scale', 'diffusion',
-                                                                   'pd', 'unet', 'kernel',
-                                                                   'phase2', 'compute_dtype')))
+                            fingerprint=fingerprint(config, lr01, ('seed',) + PHASE2_SECTIONS))
   try:
     info: dict = {'backend': jax.default_backend(), 'device': str(jax.devices()[0])}
     if needs_pd:
-      pd_params, info['phase1'] = run_phase1(lr, config, models, jax.random.fold_in(key, 1),
+      pd_params, info['phase1'] = run_phase1(lr, config, jax.random.fold_in(key, 1),
                                              ckpt=ck1, log=log)
     else:
       pd_params, info['phase1'] = None, {'steps': 0, 'seconds': 0.0, 'skipped': True}
-    hr, kernel, info['phase2'] = run_phase2(lr, pd_params, config, models,
-                                            jax.random.fold_in(key, 2), ckpt=ck2, log=log)
+    hr, kernel, info['phase2'] = run_phase2(lr, pd_params, config, jax.random.fold_in(key, 2),
+                                            ckpt=ck2, log=log)
   finally:
     for ck in (ck1, ck2):
       if ck is not None:

@@ -2,7 +2,7 @@
 
 from absl.testing import absltest
 from absl.testing import parameterized
-import jax
+import jax.numpy as jnp
 import numpy as np
 
 from kfjax import diffusion
@@ -11,8 +11,10 @@ SCHEDULE = diffusion.linear_schedule()
 
 
 def _pair(seed, shape=(2, 8, 8, 3)):
-  k0, k1 = jax.random.split(jax.random.PRNGKey(seed))
-  return jax.random.uniform(k0, shape, minval=-1.0, maxval=1.0), jax.random.normal(k1, shape)
+  """A random (x0, ε) pair: x0 uniform in [−1, 1], ε standard normal (float32)."""
+  rng = np.random.default_rng(seed)
+  x0 = rng.uniform(-1.0, 1.0, shape).astype(np.float32)
+  return jnp.asarray(x0), jnp.asarray(rng.standard_normal(shape), jnp.float32)
 
 
 class ScheduleTest(absltest.TestCase):

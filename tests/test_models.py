@@ -9,6 +9,15 @@ import numpy as np
 from kfjax import models
 
 
+def _key(seed):
+  # The 'rbg' PRNG compiles much faster than threefry on XLA:CPU.
+  return jax.random.key(seed, impl='rbg')
+
+
+def _normal(seed, shape):
+  return jnp.asarray(np.random.default_rng(seed).standard_normal(shape), jnp.float32)
+
+
 class PatchDiffusionTest(parameterized.TestCase):
 
   @parameterized.parameters(5, 2)
@@ -17,7 +26,7 @@ class PatchDiffusionTest(parameterized.TestCase):
     rf = pd.receptive_field
     self.assertEqual(rf, 1 + 2 * (2 + num_blocks))
     size, c = 41, 20
-    x = jax.random.normal(jax.random.PRNGKey(0), (1, size, size, 3))
+    x = _normal(0, (1, size, size, 3))
     t = jnp.array([123])
 
     @jax.jit
@@ -30,7 +39,7 @@ class PatchDiffusionTest(parameterized.TestCase):
       return jax.tree.unflatten(tree, [p + 0.1 * jax.random.normal(k, p.shape)
                                        for p, k in zip(leaves, keys)])
 
-    params = init(jax.random.PRNGKey(1))
+    params = init(_key(1))
     g = jax.jit(jax.grad(lambda z: pd.apply(params, z, t)[0, c, c, 0]))(x)
     nz = np.asarray(jnp.any(g[0] != 0, axis=-1))
     rows, cols = np.nonzero(nz)
@@ -48,11 +57,11 @@ class PatchDiffusionTest(parameterized.TestCase):
 
   def test_any_image_size_and_timestep_dependence(self):
     pd = models.PatchDiffusion(width=8, num_blocks=1)
-    params = jax.jit(pd.init)(jax.random.PRNGKey(0), jnp.zeros((1, 16, 16, 3)),
+    params = jax.jit(pd.init)(_key(0), jnp.zeros((1, 16, 16, 3)),
                               jnp.zeros((1,), jnp.int32))
     self.assertEqual(pd.receptive_field, 7)
     apply = jax.jit(pd.apply)
-    x = jax.random.normal(jax.random.PRNGKey(1), (2, 20, 28, 3))
+    x = _normal(1, (2, 20, 28, 3))
     out = apply(params, x, jnp.array([5, 900]))
     self.assertEqual(out.shape, (2, 20, 28, 3))
     self.assertTrue(np.all(np.isfinite(out)))
@@ -77,18 +86,18 @@ class UNetTest(parameterized.TestCase):
     super().setUpClass()
     # U-Net params do not depend on the image size: initialise once (init compiles slowly).
     cls.unet = models.UNet(features=(8, 8, 8), skip=2)
-    cls.params = jax.jit(cls.unet.init)(jax.random.PRNGKey(1), jnp.zeros((1, 16, 16, 3)))
+    cls.params = jax.jit(cls.unet.init)(_key(1), jnp.zeros((1, 16, 16, 3)))
     cls.apply = staticmethod(jax.jit(cls.unet.apply))
 
   @parameterized.parameters(((37, 50),), ((16, 16),), ((9, 23),))
   def test_shape_and_identity_at_init(self, hw):
-    x = jax.random.normal(jax.random.PRNGKey(0), (1, *hw, 3))
+    x = _normal(0, (1, *hw, 3))
     out = self.apply(self.params, x)
     self.assertEqual(out.shape, x.shape)
     np.testing.assert_array_equal(out, x)       # residual: starts as the identity
 
   def test_not_identity_after_perturbation(self):
-    x = jax.random.normal(jax.random.PRNGKey(0), (2, 37, 50, 3))
+    x = _normal(0, (2, 37, 50, 3))
     params = jax.tree.map(lambda p: p + 0.05, self.params)
     out = self.apply(params, x)
     self.assertEqual(out.shape, x.shape)
@@ -100,7 +109,7 @@ class UNetTest(parameterized.TestCase):
     params = jax.tree.map(lambda p: p + 0.05, self.params)
     params['params']['out']['kernel'] = 0.1 * jnp.ones((1, 1, 8, 2))
     params['params']['out']['bias'] = jnp.zeros((2,))
-    x = jax.random.normal(jax.random.PRNGKey(0), (2, 37, 50, 3))
+    x = _normal(0, (2, 37, 50, 3))
     out = jax.jit(unet.apply)(params, x)
     self.assertEqual(out.shape, (2, 37, 50, 2))
     self.assertGreater(float(jnp.abs(out).max()), 0.0)
@@ -111,7 +120,7 @@ class KernelINRTest(parameterized.TestCase):
   @parameterized.parameters((0, 9, 0.3), (1, 13, 0.3), (2, 13, 0.0), (3, 8, 0.3))
   def test_render_kernel(self, seed, size, prior_sigma):
     inr = models.KernelINR(width=32, num_layers=3, prior_sigma=prior_sigma)
-    params = jax.jit(inr.init)(jax.random.PRNGKey(seed), jnp.zeros((1, 2)))
+    params = jax.jit(inr.init)(_key(seed), jnp.zeros((1, 2)))
     render = jax.jit(models.render_kernel, static_argnums=(0, 2, 3))
     k = np.asarray(render(inr, params, size, 1))
     self.assertEqual(k.shape, (size, size))
@@ -127,7 +136,7 @@ class KernelINRTest(parameterized.TestCase):
 
   def test_raw_output_range(self):
     inr = models.KernelINR(width=16, num_layers=2, prior_sigma=0.0)
-    params = jax.jit(inr.init)(jax.random.PRNGKey(0), jnp.zeros((1, 2)))
+    params = jax.jit(inr.init)(_key(0), jnp.zeros((1, 2)))
     params = jax.tree.map(lambda p: 50.0 * p, params)   # push the sigmoid to saturate
     z = np.asarray(jax.jit(inr.apply)(params, models.kernel_grid(17)))
     self.assertGreaterEqual(float(z.min()), -1e-4)

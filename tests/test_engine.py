@@ -1,0 +1,306 @@
+"""Tests for the engine: Phase-1/2 steps compile once, scan == loop, kernel recovery,
+a tiny end-to-end run of pipeline.super_resolve, and the NaN guard."""
+
+from absl.testing import absltest
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import skimage.data
+
+from configs import x4
+from kfjax import degradation, diffusion, kernels, metrics, phase1, phase2, pipeline
+from kfjax.models import KernelINR, PatchDiffusion, UNet, render_kernel
+
+
+def _key(seed):
+  # The 'rbg' PRNG compiles much faster than threefry on XLA:CPU; the engine
+  # code is agnostic to the key implementation.
+  return jax.random.key(seed, impl='rbg')
+
+
+def _astronaut(size=64):
+  """A (size, size, 3) float crop of skimage's astronaut in [0, 1]."""
+  img = skimage.data.astronaut()
+  y0, x0 = 180, 200
+  return (img[y0: y0 + size, x0: x0 + size] / 255.0).astype(np.float32)
+
+
+def _copy(tree):
+  return jax.tree.map(jnp.copy, tree)
+
+
+def _assert_trees_close(test, a, b, atol):
+  la, lb = jax.tree.leaves(a), jax.tree.leaves(b)
+  test.assertEqual(len(la), len(lb))
+  for x, y in zip(la, lb):
+    np.testing.assert_allclose(np.asarray(x), np.asarray(y), atol=atol, rtol=atol)
+
+
+class Phase1Test(absltest.TestCase):
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    cls.pd = PatchDiffusion(width=8, num_blocks=1)
+    cls.opt = phase1.make_optimizer(1e-3)
+    cls.image = jnp.asarray(_astronaut(16) * 2 - 1)
+    cls.schedule = diffusion.linear_schedule()
+    cls.state0 = phase1.init_state(cls.pd, cls.opt, _key(0), 16)
+
+  def _step(self):
+    return phase1.make_train_step(self.pd, self.opt, self.schedule, crop=16, batch=2,
+                                  t_max=200, ema_decay=0.9)
+
+  def test_step_compiles_once(self):
+    step = jax.jit(chex.assert_max_traces(self._step(), n=1))
+    state = _copy(self.state0)
+    losses, states = [], []
+    for i in range(3):
+      # The image is an argument: a different image of the same size reuses the trace.
+      image = self.image if i < 2 else -self.image[::-1]
+      state, m = step(state, _key(10 + i), image)
+      losses.append(float(m['loss']))
+      states.append(state)
+    self.assertEqual(int(state.step), 3)
+    self.assertTrue(np.all(np.isfinite(losses)))
+    self.assertLen(set(losses), 3)                 # different crops/timesteps/noise
+    # EMA with decay 0.9: ema_n = 0.9·ema_{n−1} + 0.1·params_n.
+    ema = self.state0.ema_params
+    for st in states:
+      ema = jax.tree.map(lambda e, p: 0.9 * e + 0.1 * p, ema, st.params)
+      _assert_trees_close(self, st.ema_params, ema, atol=1e-6)
+    p0 = jax.tree.leaves(self.state0.params)[0]
+    self.assertGreater(float(jnp.abs(jax.tree.leaves(state.params)[0] - p0).max()), 1e-4)
+
+  def test_scan_equals_loop(self):
+    step = self._step()
+    out = {}
+    for driver in ('scan', 'loop'):
+      run = phase1.make_chunk_runner(step, chunk=3, driver=driver)
+      state, loss = run(_copy(self.state0), _key(5), self.image)
+      state, loss2 = run(state, _key(5), self.image)
+      out[driver] = (state, loss, loss2)
+    self.assertEqual(int(out['scan'][0].step), 6)
+    self.assertEqual(int(out['loop'][0].step), 6)
+    _assert_trees_close(self, out['scan'], out['loop'], atol=1e-5)
+
+  def test_random_crops_dihedral(self):
+    # A crop the size of the image with augmentation is one of its 8 flips/rotations.
+    img = jnp.arange(4 * 4 * 1, dtype=jnp.float32).reshape(4, 4, 1)
+    crops = np.asarray(phase1.random_crops(_key(3), img, crop=4, batch=16))
+    base = np.asarray(img)
+    variants = [np.rot90(b, r) for b in (base, base[:, ::-1]) for r in range(4)]
+    for c in crops:
+      self.assertTrue(any(np.array_equal(c, v) for v in variants))
+
+
+class Phase2Test(absltest.TestCase):
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    cls.unet = UNet(features=(8, 8), skip=2)
+    cls.inr = KernelINR(width=16, num_layers=2)
+    cls.pd = PatchDiffusion(width=8, num_blocks=1)
+    cls.pd_params = cls.pd.init(_key(1), jnp.zeros((1, 8, 8, 3)), jnp.zeros((1,), jnp.int32))
+    cls.opt = phase2.make_optimizer(1e-3, 1e-3)
+    cls.schedule = diffusion.linear_schedule()
+    cls.lr = jnp.asarray(degradation.downscale(_astronaut(24), kernels.filled_square(5, side=3),
+                                               2) * 2 - 1)
+    cls.state0 = phase2.init_state(cls.unet, cls.inr, cls.opt, _key(2), cls.lr, scale=2,
+                                   mode='full')
+    cls.data = phase2.Data(lr=cls.lr, pd_params=cls.pd_params)
+
+  def _inner(self, renoise='fixed'):
+    return phase2.make_inner_step(self.unet, self.inr, self.pd, self.opt, self.schedule,
+                                  scale=2, kernel_size=9, renoise=renoise)
+
+  def test_inner_step_compiles_once(self):
+    self.assertEqual(self.state0.x0_prev.shape, (1, 24, 24, 3))
+    inner = jax.jit(chex.assert_max_traces(self._inner('posterior'), n=1))
+    state = _copy(self.state0)
+    eps = jax.random.normal(_key(4), state.x0_prev.shape)
+    losses = []
+    for t, t_prev, first in ((39, 39, True), (26, 39, False), (0, 13, False)):
+      ts = phase2.Timestep(jnp.int32(t), jnp.int32(t_prev), jnp.bool_(first))
+      # The LR target is data, not a constant: another LR reuses the trace.
+      data = self.data if t else self.data._replace(lr=-self.data.lr)
+      state, (loss, x0_hat, x_t) = inner(state, ts, eps, data)
+      self.assertEqual(x0_hat.shape, (1, 24, 24, 3))
+      self.assertEqual(x_t.shape, (1, 24, 24, 3))
+      losses.append(float(loss))
+    self.assertEqual(int(state.step), 3)
+    self.assertTrue(np.all(np.isfinite(losses)))
+    # Both parameter sets are trained by the one loss.
+    for name in ('unet_params', 'inr_params'):
+      moved = jax.tree.map(lambda a, b: jnp.abs(a - b).max(), getattr(state, name),
+                           getattr(self.state0, name))
+      self.assertGreater(max(float(m) for m in jax.tree.leaves(moved)), 0.0, name)
+
+  def test_scan_equals_loop(self):
+    inner = self._inner()
+    plan = phase2.timestep_plan(t_start=40, stride=20)
+    np.testing.assert_array_equal(plan.t, [39, 0])
+    np.testing.assert_array_equal(plan.t_prev, [39, 39])
+    np.testing.assert_array_equal(plan.first, [True, False])
+    ts = phase2.Timestep(*(jnp.asarray(a) for a in plan))
+    out = {}
+    for driver in ('scan', 'loop'):
+      run = phase2.make_timestep_runner(inner, self.inr, 9, driver=driver)
+      out[driver] = run(_copy(self.state0), _key(6), ts, 2, self.data)
+    state, trace = out['scan']
+    self.assertEqual(int(state.t_index), 2)
+    self.assertEqual(int(state.step), 4)
+    self.assertEqual(trace['kernel'].shape, (2, 9, 9))
+    self.assertEqual(trace['loss_last'].shape, (2,))
+    _assert_trees_close(self, out['scan'], out['loop'], atol=1e-5)
+
+
+class KernelRecoveryTest(absltest.TestCase):
+
+  def test_inr_recovers_l_shape_from_known_hr(self):
+    ksize, scale = 13, 4
+    k_gt = kernels.l_shape(ksize, arm=7, thickness=2)      # non-Gaussian, 24 px
+    self.assertAlmostEqual(float(k_gt.sum()), 1.0, places=5)
+    hr = jnp.asarray(_astronaut(64))
+    lr = degradation.downscale(hr, k_gt, scale)
+    inr = KernelINR(width=64, num_layers=3)
+    params = inr.init(_key(0), jnp.zeros((1, 2)))
+    opt = optax.adam(3e-3)
+
+    def loss_fn(p):
+      return jnp.mean((degradation.downscale(hr, render_kernel(inr, p, ksize), scale) - lr) ** 2)
+
+    @jax.jit
+    def steps(p, s):
+      def body(carry, _):
+        p, s = carry
+        loss, g = jax.value_and_grad(loss_fn)(p)
+        u, s = opt.update(g, s, p)
+        return (optax.apply_updates(p, u), s), loss
+      return jax.lax.scan(body, (p, s), None, length=100)
+
+    state = (params, opt.init(params))
+    first = metrics.kernel_metrics(render_kernel(inr, params, ksize), k_gt)['kernel_nerr']
+    losses = []
+    for _ in range(6):
+      state, ls = steps(*state)
+      losses.append(np.asarray(ls))
+    k_est = np.asarray(render_kernel(inr, state[0], ksize))
+    nerr = metrics.kernel_metrics(k_est, k_gt)['kernel_nerr']
+    self.assertGreater(first, 0.5)                       # the initial blob is far off
+    self.assertLess(nerr, 0.1)
+    self.assertLess(losses[-1][-1], 1e-3 * losses[0][0])
+
+
+class PipelineTest(absltest.TestCase):
+
+  def test_tiny_end_to_end_and_determinism(self):
+    config = x4.get_config('tiny')
+    config.pd.steps = 10
+    config.pd.chunk = 5
+    config.phase2.n_iter = 6       # tiny's 3 is too few for a reliable fall of the loss
+    hr_gt = _astronaut(64)
+    lr = np.asarray(degradation.downscale(hr_gt, kernels.anisotropic_gaussian(9, sigmas=(2.0, 1.0)),
+                                          4))
+    self.assertEqual(lr.shape, (16, 16, 3))
+    runs = [pipeline.super_resolve(lr, config, log=lambda msg: None) for _ in range(2)]
+    hr, kernel, info = runs[0]
+    self.assertEqual(hr.shape, (64, 64, 3))
+    self.assertEqual(kernel.shape, (config.kernel.size, config.kernel.size))
+    self.assertTrue(np.all(np.isfinite(hr)))
+    self.assertTrue(np.all(np.isfinite(kernel)))
+    self.assertTrue(0.0 <= hr.min() and hr.max() <= 1.0)
+    self.assertAlmostEqual(float(kernel.sum()), 1.0, places=5)
+    p1, p2 = info['phase1'], info['phase2']
+    self.assertEqual(p1['steps'], 10)
+    self.assertLen(p1['losses'], 2)
+    self.assertEqual(p2['timesteps'], 4)                   # t = 39, 26, 13, 0
+    self.assertEqual(p2['t'], [39, 26, 13, 0])
+    self.assertEqual(p2['inner_steps'], 5 + 3 * 6)          # n_iter_first + 3·n_iter
+    self.assertLen(p2['loss_last'], 4)
+    self.assertEqual(np.shape(p2['kernel_trace']), (4, 13, 13))
+    self.assertTrue(np.all(np.isfinite(p2['loss_mean'])))
+    # LR consistency improves (measured: loss_last 8.3e-3 → 4.6e-3).
+    self.assertLess(p2['loss_last'][-1], 0.8 * p2['loss_last'][0])
+    self.assertLess(p2['loss_mean'][-1], p2['loss_mean'][0])
+    # Same seed and config → bit-identical outputs.
+    hr2, kernel2, info2 = runs[1]
+    self.assertTrue(np.array_equal(hr, hr2))
+    self.assertTrue(np.array_equal(kernel, kernel2))
+    self.assertEqual(p2['loss_last'], info2['phase2']['loss_last'])
+
+
+class GuardedTest(absltest.TestCase):
+
+  def setUp(self):
+    super().setUp()
+    params = {'w': jnp.arange(3.0)}
+    self.opt = optax.inject_hyperparams(phase1.make_optimizer)(lr=1e-3, grad_clip=1.0)
+    self.state = phase1.PDState(step=jnp.zeros((), jnp.int32), params=params,
+                                ema_params=_copy(params), opt_state=self.opt.init(params))
+
+  def test_retries_from_backup_with_half_lr(self):
+    seen, logs = [], []
+
+    def run(state, x):
+      seen.append((float(state.opt_state.hyperparams['lr']), np.asarray(state.params['w'])))
+      bad = len(seen) == 1
+      # The first attempt returns a NaN *state* (finite output): that must be caught too.
+      w = state.params['w'] * (jnp.nan if bad else 2.0)
+      return state.replace(step=state.step + 1, params={'w': w}), jnp.asarray(x)
+
+    new, out = pipeline.guarded(run, self.state, 7.0, what='test', log=logs.append)
+    self.assertLen(seen, 2)
+    self.assertAlmostEqual(seen[0][0], 1e-3, places=9)
+    self.assertAlmostEqual(seen[1][0], 5e-4, places=9)
+    np.testing.assert_array_equal(seen[1][1], [0.0, 1.0, 2.0])   # retried from the backup
+    np.testing.assert_array_equal(new.params['w'], [0.0, 2.0, 4.0])
+    self.assertEqual(int(new.step), 1)
+    self.assertEqual(float(out), 7.0)
+    self.assertLen(logs, 1)
+    self.assertIn('retry 1/2', logs[0])
+    # The returned state keeps the halved learning rate, and the optimiser uses it.
+    self.assertAlmostEqual(float(new.opt_state.hyperparams['lr']), 5e-4, places=9)
+    updates, _ = self.opt.update({'w': jnp.ones(3)}, new.opt_state, new.params)
+    np.testing.assert_allclose(updates['w'], -5e-4, rtol=1e-4)
+
+  def test_nan_output_then_finite(self):
+    calls = []
+
+    def run(state, x):
+      calls.append(float(state.opt_state.hyperparams['lr']))
+      return state, jnp.asarray(jnp.nan if len(calls) == 1 else x)
+
+    _, out = pipeline.guarded(run, self.state, 1.5, what='test', log=lambda m: None)
+    self.assertEqual(float(out), 1.5)
+    np.testing.assert_allclose(calls, [1e-3, 5e-4], rtol=1e-6)
+
+  def test_always_nan_raises_after_two_retries(self):
+    calls = []
+
+    def run(state):
+      calls.append(float(state.opt_state.hyperparams['lr']))
+      return state, jnp.asarray(jnp.inf)
+
+    with self.assertRaises(pipeline.DivergenceError):
+      pipeline.guarded(run, self.state, what='test', log=lambda m: None)
+    np.testing.assert_allclose(calls, [1e-3, 5e-4, 2.5e-4], rtol=1e-6)
+
+  def test_phase2_learning_rates_are_both_scaled(self):
+    opt = optax.inject_hyperparams(phase2.make_optimizer)(lr_unet=1e-3, lr_kernel=4e-3)
+    params = {'unet': {'a': jnp.ones(2)}, 'inr': {'b': jnp.ones(2)}}
+    zeros = jnp.zeros((1, 2, 2, 3))
+    state = phase2.P2State(step=jnp.zeros((), jnp.int32), t_index=jnp.zeros((), jnp.int32),
+                           unet_params=params['unet'], inr_params=params['inr'],
+                           opt_state=opt.init(params), x0_prev=zeros, x_t=zeros,
+                           noise_input=zeros)
+    hp = pipeline._scale_lr(state, 0.5).opt_state.hyperparams
+    self.assertAlmostEqual(float(hp['lr_unet']), 5e-4, places=9)
+    self.assertAlmostEqual(float(hp['lr_kernel']), 2e-3, places=9)
+
+
+if __name__ == '__main__':
+  absltest.main()

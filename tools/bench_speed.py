@@ -1,0 +1,208 @@
+r"""Speed benchmark: Phase-1 and Phase-2 step rates, memory, and end-to-end time.
+
+  python tools/bench_speed.py --out=bench/speed                 # sizes picked per backend
+  python tools/bench_speed.py --out=bench/speed --quick         # a 1-minute smoke run
+
+Writes OUT/speed.json and OUT/speed.md. Every rate is measured after
+compilation (compile time reported apart). FLOPs are counted from each step's
+jaxpr (every convolution and matmul, forward and backward; kfjax.flops) and
+compared with the device's matmul rate measured in the same run.
+"""
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from absl import app, flags, logging
+
+from configs import x4
+from kfjax import diffusion, flops, io, phase1, phase2, pipeline
+
+_OUT = flags.DEFINE_string('out', 'bench/speed', 'Output folder.')
+_QUICK = flags.DEFINE_bool('quick', False, 'Smallest sizes only (smoke test).')
+_E2E = flags.DEFINE_bool('end_to_end', True, 'Also time whole runs per variant.')
+
+
+def _time(fn, min_seconds=2.0, min_calls=3):
+  """(first-call seconds, mean seconds per later call)."""
+  t0 = time.perf_counter()
+  jax.block_until_ready(fn())
+  first = time.perf_counter() - t0
+  n, t0 = 0, time.perf_counter()
+  while n < min_calls or time.perf_counter() - t0 < min_seconds:
+    jax.block_until_ready(fn())
+    n += 1
+  return first, (time.perf_counter() - t0) / n
+
+
+def matmul_rate(dtype, n):
+  """Measured FLOP/s of an n×n×n matmul in ``dtype``."""
+  a = jax.random.normal(jax.random.PRNGKey(0), (n, n), dtype)
+  b = jax.random.normal(jax.random.PRNGKey(1), (n, n), dtype)
+  f = jax.jit(lambda a, b: a @ b)
+  _, dt = _time(lambda: f(a, b), min_seconds=1.0)
+  return 2 * n ** 3 / dt
+
+
+def bench_phase1(width, batch, dtype, chunk, driver):
+  c = x4.get_config('default')
+  c.pd.width, c.pd.batch, c.compute_dtype = width, batch, dtype
+  c.pd.chunk, c.pd.steps, c.pd.driver = chunk, 10 ** 9, driver
+  lr = jax.random.uniform(jax.random.PRNGKey(0), (64, 64, 3), minval=-1, maxval=1)
+  pd, opt, run, chunk, driver = pipeline._phase1_fns(
+      pipeline._sections_json(c, pipeline.PHASE1_SECTIONS), 64)
+  state = [phase1.init_state(pd, opt, jax.random.PRNGKey(0), 64)]
+  step = phase1.make_train_step(pd, opt, diffusion.linear_schedule(), crop=64, batch=batch,
+                                t_max=1000, ema_decay=0.999)
+  step_flops = flops.count_flops(step, state[0], jax.random.PRNGKey(0), lr)
+
+  def call():
+    state[0], loss = run(state[0], jax.random.PRNGKey(1), lr)
+    return loss
+  first, dt = _time(call)
+  return {'width': width, 'batch': batch, 'dtype': dtype, 'driver': driver, 'chunk': chunk,
+          'compile_s': first - dt, 'steps_per_s': chunk / dt, 'ms_per_step': 1e3 * dt / chunk,
+          'gflop_per_step': step_flops / 1e9, 'tflops': step_flops * chunk / dt / 1e12}
+
+
+def bench_phase2(hw, dtype, n_iter, driver, variant='default'):
+  c = x4.get_config(variant)
+  c.compute_dtype, c.phase2.driver = dtype, driver
+  h, w = hw
+  lr = jax.random.uniform(jax.random.PRNGKey(0), (h // 4, w // 4, 3), minval=-1, maxval=1)
+  models, opt, run, schedule, driver = pipeline._phase2_fns(
+      pipeline._sections_json(c, pipeline.PHASE2_SECTIONS))
+  pd_params = models.pd.init(jax.random.PRNGKey(0), jnp.zeros((1, 8, 8, 3)),
+                             jnp.zeros((1,), jnp.int32))
+  data = phase2.Data(lr=lr, pd_params=pd_params)
+  state = [phase2.init_state(models.unet, models.inr, opt, jax.random.PRNGKey(0), lr,
+                             scale=4, mode='full')]
+  inner = phase2.make_inner_step(models.unet, models.inr, models.pd, opt, schedule, scale=4,
+                                 kernel_size=c.kernel.size)
+  ts1 = phase2.Timestep(jnp.int32(100), jnp.int32(100), jnp.bool_(True))
+  eps = jnp.zeros(state[0].x0_prev.shape)
+  step_flops = flops.count_flops(inner, state[0], ts1, eps, data)
+  ts = phase2.Timestep(jnp.array([100]), jnp.array([100]), jnp.array([False]))
+
+  def call():
+    state[0], trace = run(state[0], jax.random.PRNGKey(1), ts, n_iter, data)
+    return trace['loss_last']
+  first, dt = _time(call, min_seconds=3.0)
+  dev = jax.devices()[0]
+  stats = dev.memory_stats() if hasattr(dev, 'memory_stats') else None
+  peak = (stats or {}).get('peak_bytes_in_use')
+  return {'hr': f'{w}x{h}', 'dtype': dtype, 'driver': driver, 'n_iter': n_iter,
+          'compile_s': first - dt, 'inner_steps_per_s': n_iter / dt,
+          'ms_per_inner_step': 1e3 * dt / n_iter, 'gflop_per_step': step_flops / 1e9,
+          'tflops': step_flops * n_iter / dt / 1e12,
+          'peak_gib': None if peak is None else peak / 2 ** 30}
+
+
+def bench_end_to_end(variant, lr_hw):
+  c = x4.get_config(variant)
+  rng = np.random.default_rng(0)
+  # A smooth random texture: LR-like content without needing any data file.
+  lr = rng.random((lr_hw[0] // 8 + 1, lr_hw[1] // 8 + 1, 3)).astype(np.float32)
+  lr = np.asarray(jax.image.resize(lr, (*lr_hw, 3), 'bicubic')).clip(0, 1)
+  t0 = time.perf_counter()
+  _, _, info = pipeline.super_resolve(lr, c, log=lambda m: None)
+  return {'variant': variant, 'lr': f'{lr_hw[1]}x{lr_hw[0]}', 'total_s': time.perf_counter() - t0,
+          'phase1_s': info['phase1']['seconds'], 'phase2_s': info['phase2']['seconds'],
+          'phase1_steps': info['phase1']['steps'], 'inner_steps': info['phase2']['inner_steps']}
+
+
+def _table(rows, cols):
+  out = ['| ' + ' | '.join(cols) + ' |', '|' + '---|' * len(cols)]
+  for r in rows:
+    cells = []
+    for k in cols:
+      v = r.get(k)
+      cells.append('–' if v is None else f'{v:.3g}' if isinstance(v, float) else str(v))
+    out.append('| ' + ' | '.join(cells) + ' |')
+  return '\n'.join(out)
+
+
+def main(argv):
+  del argv
+  backend = jax.default_backend()
+  gpu = backend != 'cpu'
+  quick = _QUICK.value
+  res = {'command': ' '.join(sys.argv), 'backend': backend,
+         'device': jax.devices()[0].device_kind, 'jax': jax.__version__,
+         'host': platform.node(), 'cpus': os.cpu_count()}
+  try:
+    res['git_commit'] = subprocess.run(['git', 'rev-parse', 'HEAD'], capture_output=True,
+                                       text=True, check=False).stdout.strip()
+  except OSError:
+    res['git_commit'] = None
+  n = 8192 if gpu else 1024
+  res['matmul_tflops'] = {d: matmul_rate(getattr(jnp, d), n) / 1e12
+                          for d in ('float32', 'bfloat16')}
+  logging.info('matmul rate: %s', res['matmul_tflops'])
+
+  dtypes = ('float32', 'bfloat16') if gpu else ('float32',)
+  widths = (64, 128) if gpu else (32, 64)
+  batches = (1, 16, 64) if gpu else (1, 4)
+  if quick:
+    widths, batches = widths[:1], batches[:1]
+  res['phase1'] = []
+  for width in widths:
+    for batch in batches:
+      for dt in dtypes:
+        r = bench_phase1(width, batch, dt, chunk=100 if gpu else 5,
+                         driver='scan' if gpu else 'loop')
+        logging.info('phase1 %s', r)
+        res['phase1'].append(r)
+
+  sizes = [(256, 256), (512, 512), (1024, 1024), (1344, 2048)] if gpu else [(256, 256)]
+  if quick:
+    sizes = sizes[:1]
+  res['phase2'] = []
+  for hw in sizes:
+    for dt in dtypes:
+      r = bench_phase2(hw, dt, n_iter=10 if gpu else 2, driver='scan' if gpu else 'loop',
+                       variant='default' if gpu else 'cpu')
+      logging.info('phase2 %s', r)
+      res['phase2'].append(r)
+
+  res['end_to_end'] = []
+  if _E2E.value and not quick:
+    runs = [('cpu', (64, 64))] + ([('default', (340, 510))] if gpu else [])
+    for variant, hw in runs:
+      r = bench_end_to_end(variant, hw)
+      logging.info('end to end %s', r)
+      res['end_to_end'].append(r)
+
+  peak = res['matmul_tflops']
+  for r in res['phase1'] + res['phase2']:
+    r['fraction_of_matmul'] = r['tflops'] / peak[r['dtype']]
+  os.makedirs(_OUT.value, exist_ok=True)
+  io.atomic_write_text(os.path.join(_OUT.value, 'speed.json'), json.dumps(res, indent=2) + '\n')
+  md = [f'# Speed: {res["device"]} ({backend}), jax {res["jax"]}', '',
+        f'- command: `{res["command"]}`', f'- git commit: `{res["git_commit"]}`',
+        f'- measured matmul rate: ' + ', '.join(f'{k} {v:.1f} TFLOP/s' for k, v in peak.items()),
+        '', '## Phase 1 (PD training step, 64×64 crops)', '',
+        _table(res['phase1'], ['width', 'batch', 'dtype', 'driver', 'steps_per_s', 'ms_per_step',
+                               'gflop_per_step', 'tflops', 'fraction_of_matmul', 'compile_s']),
+        '', '## Phase 2 (one inner step: U-Net ×2, PD fwd+bwd, INR, downscale)', '',
+        _table(res['phase2'], ['hr', 'dtype', 'driver', 'inner_steps_per_s',
+                               'ms_per_inner_step', 'gflop_per_step', 'tflops',
+                               'fraction_of_matmul', 'peak_gib', 'compile_s']),
+        '', '## End to end (synthetic LR, compile included)', '',
+        _table(res['end_to_end'], ['variant', 'lr', 'total_s', 'phase1_s', 'phase2_s',
+                                   'phase1_steps', 'inner_steps'])]
+  io.atomic_write_text(os.path.join(_OUT.value, 'speed.md'), '\n'.join(md) + '\n')
+  print('\n'.join(md))
+
+
+if __name__ == '__main__':
+  app.run(main)
