@@ -12,6 +12,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+import kfjax
 from kfjax import app as kfapp
 from kfjax import io, pipeline
 
@@ -26,6 +27,7 @@ _OVERWRITE = flags.DEFINE_bool('overwrite', False, 'Recompute images whose resul
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
+  kfjax.enable_compilation_cache()
   try:
     rows, status = kfapp.run(_CONFIG.value, input_path=_INPUT.value, output_dir=_OUTPUT.value,
                              gt=_GT.value, gt_kernel=_GT_KERNEL.value,
@@ -45,6 +47,20 @@ def main(argv):
   sys.exit(status)
 
 
+def _parse_flags(argv):
+  """absl flag parsing, with config errors (e.g. an unknown field) as one line, exit 2."""
+  try:
+    return flags.FLAGS(argv)
+  except (flags.Error, AttributeError, KeyError, ValueError, TypeError) as e:
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()] or [repr(e)]
+    # A config file that raised: keep its last line (the exception), not the traceback.
+    msg = lines[-1] if 'Traceback' in str(e) else ' '.join(lines)
+    if isinstance(e, (AttributeError, KeyError)):
+      msg = f'unknown config field {msg.strip(chr(34))}'
+    print(f'kfjax: error: {msg} (see configs/x4.py for the fields)', file=sys.stderr)
+    sys.exit(2)
+
+
 class _QuietLibraries:
   """Drops INFO chatter from Orbax and absl internals; kfjax's own lines stay."""
 
@@ -55,4 +71,4 @@ class _QuietLibraries:
 if __name__ == '__main__':
   logging.set_verbosity(logging.INFO)
   logging.get_absl_handler().addFilter(_QuietLibraries())
-  app.run(main)
+  app.run(main, flags_parser=_parse_flags)

@@ -84,9 +84,46 @@ def check_lr_size(lr, config, name) -> None:
     side = int(math.sqrt(config.io.max_hr_pixels) / s)
     raise io.InputError(
         f'the ×{s} output would be {w * s}×{h * s} = {h * w * s * s / 1e6:.1f} MP, more than '
-        f'io.max_hr_pixels = {config.io.max_hr_pixels / 1e6:.1f} MP (device memory); use '
+        f'io.max_hr_pixels = {config.io.max_hr_pixels / 1e6:.1f} MP; use '
         f'--config.io.center_crop={side} to process a centre crop, or raise '
-        f'--config.io.max_hr_pixels if the device has the memory', path=name)
+        f'--config.io.max_hr_pixels', path=name)
+  need, have = phase2_memory_bytes(config, h * s, w * s), device_memory_bytes()
+  if have is not None and need > 0.9 * have:
+    side = int(math.sqrt(0.9 * have / need * h * w))
+    raise io.InputError(
+        f'Phase 2 at {w * s}×{h * s} needs about {need / 2**30:.1f} GiB but the device has '
+        f'{have / 2**30:.1f} GiB; use --config.io.center_crop={side} (LR px) or '
+        f'--config.compute_dtype=bfloat16', path=name)
+
+
+def phase2_memory_bytes(config, hr_h: int, hr_w: int) -> float:
+  """A rule-of-thumb estimate of Phase 2's peak memory at an HR size.
+
+  Reverse-mode autodiff keeps the activations of the PD (3 + 2·blocks layers
+  of ``pd.width`` channels) and of the two U-Net applications (about 4
+  full-resolution-equivalent layers of ``unet.features[0]`` channels each), in
+  the compute dtype; ×1.2 for XLA's temporaries. Calibrated on a measured
+  25 GB peak at 2048×1344 in fp32 with width 128 (this formula: 29 GB).
+  """
+  per_value = 2 if config.compute_dtype == 'bfloat16' else 4
+  pd_layers = 3 + 2 * config.pd.num_blocks
+  channels = pd_layers * config.pd.width + 2 * 4 * config.unet.features[0]
+  return 1.2 * hr_h * hr_w * channels * per_value
+
+
+def device_memory_bytes() -> float | None:
+  """Memory of the default device: the accelerator's limit, or the host's RAM on CPU."""
+  dev = pipeline.jax.devices()[0]
+  try:
+    stats = dev.memory_stats()
+  except Exception:  # pylint: disable=broad-except  (backends without memory stats)
+    stats = None
+  if stats and stats.get('bytes_limit'):
+    return float(stats['bytes_limit'])
+  try:
+    return float(os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES'))
+  except (ValueError, OSError, AttributeError):
+    return None
 
 
 def center_crop(img, size: int):
@@ -162,10 +199,11 @@ def evaluate(hr, kernel, lr, config, gt=None, gt_kernel=None) -> dict:
 
 
 def process(lr, name: str, out_root: Path, config, *, info: io.ImageInfo | None = None,
-            gt=None, gt_kernel=None, overwrite: bool = False,
+            gt=None, gt_kernel=None, overwrite: bool = False, source: str | None = None,
             log: Callable = logging.info) -> dict:
   """Runs KernelFusion on one LR image and writes its result folder.
 
+  ``source`` is the input's path, named in error messages (default: ``name``).
   Returns a summary row (see ``SUMMARY_FIELDS``); ``status`` is 'ok' or 'skipped'.
   """
   out = out_root / name
@@ -173,12 +211,12 @@ def process(lr, name: str, out_root: Path, config, *, info: io.ImageInfo | None 
     log(f'{name}: outputs exist in {out}; skipping (use --overwrite to recompute)')
     row = json.loads((out / 'metrics.json').read_text())
     return {'image': name, 'status': 'skipped', **_row_metrics(row)}
-  out.mkdir(parents=True, exist_ok=True)
-  io.atomic_write_text(out / 'config.json', pipeline.config_to_json(config))
   if config.io.center_crop:
     lr = center_crop(lr, config.io.center_crop)
     gt = None if gt is None else center_crop(gt, config.io.center_crop * config.scale)
-  check_lr_size(lr, config, name)
+  check_lr_size(lr, config, source or name)   # before anything is written for this image
+  out.mkdir(parents=True, exist_ok=True)
+  io.atomic_write_text(out / 'config.json', pipeline.config_to_json(config))
   log(f'{name}: {lr.shape[1]}×{lr.shape[0]} LR → {lr.shape[1] * config.scale}×'
       f'{lr.shape[0] * config.scale} HR, variant {config.variant!r}, backend '
       f'{pipeline.jax.default_backend()}')
@@ -262,7 +300,7 @@ def run(config, *, input_path: str | None, output_dir: str, gt: str | None = Non
     try:
       lr, info = io.read_image(path)
       rows.append(process(lr, name, out_root, config, info=info, gt=gt_img, gt_kernel=gt_k,
-                          overwrite=overwrite, log=log))
+                          overwrite=overwrite, source=str(path), log=log))
     except (io.InputError, pipeline.DivergenceError) as e:
       if not folder:
         raise
