@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from kfjax import diffusion
+from kfjax import batching, diffusion
 from kfjax.models import PatchDiffusion
 
 
@@ -103,7 +103,8 @@ def make_train_step(model: PatchDiffusion, optimizer, schedule: diffusion.Schedu
   return step
 
 
-def make_chunk_runner(step: Callable, *, chunk: int, driver: str = 'scan') -> Callable:
+def make_chunk_runner(step: Callable, *, chunk: int, driver: str = 'scan',
+                      batched: bool = False, mesh=None) -> Callable:
   """Wraps ``step`` as ``run(state, key, image) -> (state, mean_loss)`` doing ``chunk`` steps.
 
   The rng of step n is ``fold_in(key, n)``, so a run is deterministic and can
@@ -111,24 +112,32 @@ def make_chunk_runner(step: Callable, *, chunk: int, driver: str = 'scan') -> Ca
   ``lax.scan`` (one dispatch per chunk; best on GPU); ``'loop'`` jits the single
   step and loops in Python (on XLA:CPU, weight gradients inside loops can
   compile to much slower code). Both give the same result.
+
+  ``batched=True`` runs N cases at once: ``state`` and ``image`` carry a
+  leading case axis (``jax.vmap``), the key is shared, so case i follows
+  exactly the computation of a single run on image i. With a ``mesh``
+  (:func:`kfjax.batching.case_mesh`) the cases are split over its devices.
   """
+  def keyed(s, key, image):
+    return step(s, jax.random.fold_in(key, s.step), image)
+  if batched:
+    keyed = batching.batch_map(keyed, (0, None, 0), mesh)
   if driver == 'scan':
     @functools.partial(jax.jit, donate_argnums=(0,))
     def run(state, key, image):
       def body(s, _):
-        s, m = step(s, jax.random.fold_in(key, s.step), image)
+        s, m = keyed(s, key, image)
         return s, m['loss']
       state, losses = jax.lax.scan(body, state, None, length=chunk)
-      return state, jnp.mean(losses)
+      return state, jnp.mean(losses, axis=0)
     return run
   if driver == 'loop':
-    jstep = jax.jit(lambda s, key, image: step(s, jax.random.fold_in(key, s.step), image),
-                    donate_argnums=(0,))
+    jstep = jax.jit(keyed, donate_argnums=(0,))
     def run(state, key, image):
       losses = []
       for _ in range(chunk):
         state, m = jstep(state, key, image)
         losses.append(m['loss'])
-      return state, jnp.mean(jnp.stack(losses))
+      return state, jnp.mean(jnp.stack(losses), axis=0)
     return run
   raise ValueError(f'unknown Phase-1 driver {driver!r} (use scan or loop)')

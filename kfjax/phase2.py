@@ -30,7 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from kfjax import degradation, diffusion
+from kfjax import batching, degradation, diffusion
 from kfjax.models import KernelINR, PatchDiffusion, UNet, render_kernel
 
 MODES = ('full', 'pd_unet', 'unet_only', 'dip')
@@ -165,7 +165,7 @@ def finish_timestep(state: P2State, x0_hat, x_t) -> P2State:
 
 
 def make_timestep_runner(inner: Callable, inr: KernelINR, kernel_size: int, *,
-                         driver: str = 'scan') -> Callable:
+                         driver: str = 'scan', batched: bool = False, mesh=None) -> Callable:
   """Wraps the inner step as ``run(state, key, ts, n_iter, data) -> (state, trace)``.
 
   ``ts`` is a :class:`Timestep` of arrays of length n (a chunk of visited
@@ -173,12 +173,18 @@ def make_timestep_runner(inner: Callable, inr: KernelINR, kernel_size: int, *,
   the mean and last loss and the kernel after the timestep. ``'scan'``
   compiles one call per (chunk length, n_iter); ``'loop'`` compiles one inner
   step and loops in Python.
+
+  ``batched=True`` runs N cases at once: ``state`` and ``data`` carry a
+  leading case axis (``jax.vmap``), the key and timesteps are shared, and the
+  trace's leaves get the case axis first: (N, n, ...). With a ``mesh``
+  (:func:`kfjax.batching.case_mesh`) the cases are split over its devices.
   """
   kernel_of = lambda s: render_kernel(inr, s.inr_params, kernel_size)
+  vmap = ((lambda f, axes: batching.batch_map(f, axes, mesh)) if batched
+          else (lambda f, axes: f))
 
   if driver == 'scan':
-    @functools.partial(jax.jit, static_argnames=('n_iter',), donate_argnums=(0,))
-    def run(state, key, ts, n_iter, data):
+    def chunk(state, key, ts, data, n_iter):
       def one_timestep(state, t):
         eps = timestep_noise(key, state)
         # Carry the x̂0 and x_t of the latest inner iteration; keep every loss.
@@ -193,13 +199,19 @@ def make_timestep_runner(inner: Callable, inr: KernelINR, kernel_size: int, *,
         return state, {'loss_mean': jnp.mean(losses), 'loss_last': last,
                        'kernel': kernel_of(state)}
       return jax.lax.scan(one_timestep, state, ts)
+
+    @functools.partial(jax.jit, static_argnames=('n_iter',), donate_argnums=(0,))
+    def run(state, key, ts, n_iter, data):
+      return vmap(functools.partial(chunk, n_iter=n_iter), (0, None, None, 0))(
+          state, key, ts, data)
     return run
 
   if driver == 'loop':
-    jinner = jax.jit(inner, donate_argnums=(0,))
-    jnoise = jax.jit(timestep_noise)
-    jfinish = jax.jit(finish_timestep, donate_argnums=(0,))
-    jkernel = jax.jit(kernel_of)
+    jinner = jax.jit(vmap(inner, (0, None, 0, 0)), donate_argnums=(0,))
+    jnoise = jax.jit(vmap(timestep_noise, (None, 0)))
+    jfinish = jax.jit(vmap(finish_timestep, (0, 0, 0)), donate_argnums=(0,))
+    jkernel = jax.jit(vmap(kernel_of, (0,)))
+    axis = 1 if batched else 0
 
     def run(state, key, ts, n_iter, data):
       traces = []
@@ -212,9 +224,9 @@ def make_timestep_runner(inner: Callable, inr: KernelINR, kernel_size: int, *,
           losses.append(loss)
         state = jfinish(state, x0_hat, x_t)
         losses = jnp.stack(losses)
-        traces.append({'loss_mean': jnp.mean(losses), 'loss_last': losses[-1],
+        traces.append({'loss_mean': jnp.mean(losses, axis=0), 'loss_last': losses[-1],
                        'kernel': jkernel(state)})
-      return state, jax.tree.map(lambda *a: jnp.stack(a), *traces)
+      return state, jax.tree.map(lambda *a: jnp.stack(a, axis=axis), *traces)
     return run
   raise ValueError(f'unknown Phase-2 driver {driver!r} (use scan or loop)')
 

@@ -23,7 +23,7 @@ import numpy as np
 import optax
 from absl import logging
 
-from kfjax import diffusion, phase1, phase2
+from kfjax import batching, diffusion, phase1, phase2
 from kfjax.checkpoint import StateCheckpointer
 from kfjax.models import KernelINR, PatchDiffusion, UNet, render_kernel
 
@@ -65,14 +65,13 @@ def resolve_driver(name: str) -> str:
 def fingerprint(config, lr01, sections) -> dict:
   """What a checkpoint depends on: the given config sections and the input's hash."""
   digest = hashlib.sha256(np.ascontiguousarray(lr01, np.float32).tobytes()).hexdigest()
-  cfg = {s: (config[s].to_dict() if isinstance(config[s], ml_collections.ConfigDict)
-             else config[s]) for s in sections}
-  return {'input_sha256': digest, 'shape': list(np.shape(lr01)), 'config': cfg}
+  return {'input_sha256': digest, 'shape': list(np.shape(lr01)),
+          'config': json.loads(_sections_json(config, sections))}
 
 
 def _finite(tree) -> bool:
-  return bool(jax.tree.reduce(lambda a, b: a & b,
-                              jax.tree.map(lambda x: jnp.all(jnp.isfinite(x)), tree)))
+  # On the host: no device collectives, so sharded states need no rendezvous.
+  return all(bool(np.isfinite(np.asarray(x)).all()) for x in jax.tree.leaves(tree))
 
 
 def _scale_lr(state, factor: float):
@@ -136,7 +135,7 @@ def _sections_json(config, sections) -> str:
 
 
 @functools.lru_cache(maxsize=8)
-def _phase1_fns(config_json: str, crop: int):
+def _phase1_fns(config_json: str, crop: int, batched: bool = False, mesh=None):
   """Models, optimiser and chunk runner for a Phase-1 config (cached: compiled once)."""
   config = ml_collections.ConfigDict(json.loads(config_json))
   c = config.pd
@@ -148,11 +147,12 @@ def _phase1_fns(config_json: str, crop: int):
                                 ema_decay=c.ema_decay, augment=c.augment)
   chunk = max(1, min(c.chunk, c.steps))
   driver = resolve_driver(c.driver)
-  return pd, optimizer, phase1.make_chunk_runner(step, chunk=chunk, driver=driver), chunk, driver
+  run = phase1.make_chunk_runner(step, chunk=chunk, driver=driver, batched=batched, mesh=mesh)
+  return pd, optimizer, run, chunk, driver
 
 
 @functools.lru_cache(maxsize=8)
-def _phase2_fns(config_json: str):
+def _phase2_fns(config_json: str, batched: bool = False, mesh=None):
   """Models, optimiser and timestep runner for a Phase-2 config (cached: compiled once)."""
   config = ml_collections.ConfigDict(json.loads(config_json))
   models = build_models(config)
@@ -163,7 +163,8 @@ def _phase2_fns(config_json: str):
                                  scale=config.scale, kernel_size=config.kernel.size,
                                  mode=c.mode, renoise=c.renoise)
   driver = resolve_driver(c.driver)
-  run = phase2.make_timestep_runner(inner, models.inr, config.kernel.size, driver=driver)
+  run = phase2.make_timestep_runner(inner, models.inr, config.kernel.size, driver=driver,
+                                    batched=batched, mesh=mesh)
   return models, optimizer, run, schedule, driver
 
 
@@ -285,6 +286,76 @@ def super_resolve(lr01, config: ml_collections.ConfigDict, *, ckpt_dir: str | No
       if ck is not None:
         ck.close()
   return hr, kernel, info
+
+
+def _stack(tree, n: int):
+  """n copies of a pytree along a new leading (case) axis."""
+  return jax.tree.map(lambda x: jnp.broadcast_to(x, (n,) + jnp.shape(x)), tree)
+
+
+def super_resolve_batch(lr01s, config: ml_collections.ConfigDict, *,
+                        log: Callable = logging.info) -> tuple[np.ndarray, np.ndarray, dict]:
+  """Runs KernelFusion on N same-size LR images at once (``jax.vmap`` over both phases).
+
+  Case i computes exactly what ``super_resolve(lr01s[i], config)`` computes (same
+  seed, same initial weights, same noise), so the outputs equal the one-by-one
+  outputs up to float rounding of the batched convolutions. With several local
+  devices, the cases are split over them (:mod:`kfjax.batching`). No
+  checkpoints are written.
+
+  Args:
+    lr01s: (N, h, w, 3) float LR images in [0, 1].
+    config: as for :func:`super_resolve`; ``phase2.mode`` must be the same for all.
+
+  Returns:
+    ``(hrs, kernels, info)``: (N, h·s, w·s, 3), (N, K, K) and per-phase timings.
+  """
+  lrs = jnp.asarray(np.asarray(lr01s, np.float32) * 2.0 - 1.0)
+  n = lrs.shape[0]
+  mesh = batching.case_mesh(n)
+  put = lambda tree: batching.shard_cases(tree, mesh)
+  lrs = put(lrs)
+  key = jax.random.PRNGKey(config.seed)
+  info: dict = {'backend': jax.default_backend(), 'cases': n,
+                'devices': 1 if mesh is None else mesh.size}
+  t0 = time.time()
+  pd_params = None
+  if config.phase2.mode in ('full', 'pd_unet'):
+    c = config.pd
+    k1 = jax.random.fold_in(key, 1)
+    crop = min(c.crop, lrs.shape[1], lrs.shape[2])
+    pd, optimizer, run, chunk, _ = _phase1_fns(_sections_json(config, PHASE1_SECTIONS), crop,
+                                               True, mesh)
+    state = put(_stack(phase1.init_state(pd, optimizer, jax.random.fold_in(k1, 0), crop), n))
+    progress = _Progress('Phase 1 (batched)', c.steps, 'steps', log)
+    while int(np.asarray(state.step)[0]) < c.steps:
+      state, loss = guarded(run, state, jax.random.fold_in(k1, 1), lrs, what='Phase 1')
+      progress.update(int(np.asarray(state.step)[0]), float(np.mean(np.asarray(loss))))
+    pd_params = state.ema_params
+  info['phase1_seconds'] = time.time() - t0
+  t1 = time.time()
+  c = config.phase2
+  k2 = jax.random.fold_in(key, 2)
+  models, optimizer, run, schedule, _ = _phase2_fns(_sections_json(config, PHASE2_SECTIONS), True,
+                                                    mesh)
+  data = phase2.Data(lr=lrs, pd_params=pd_params)
+  plan = phase2.timestep_plan(t_start=min(c.t_start, schedule.num_steps), stride=c.stride)
+  init = lambda lr: phase2.init_state(models.unet, models.inr, optimizer, jax.random.fold_in(k2, 0),
+                                      lr, scale=config.scale, mode=c.mode)
+  state = put(jax.vmap(init)(lrs))
+  progress = _Progress('Phase 2 (batched)', len(plan.t), 'timesteps', log)
+  done = 0
+  while done < len(plan.t):
+    m = 1 if done == 0 else min(c.chunk, len(plan.t) - done)
+    ts = phase2.Timestep(*(jnp.asarray(a[done:done + m]) for a in plan))
+    state, trace = guarded(run, state, jax.random.fold_in(k2, 1), ts,
+                           c.n_iter_first if done == 0 else c.n_iter, data, what='Phase 2')
+    done += m
+    progress.update(done, float(np.mean(np.asarray(trace['loss_last'])[:, -1])))
+  kernels = jax.vmap(lambda p: render_kernel(models.inr, p, config.kernel.size))(state.inr_params)
+  info['phase2_seconds'] = time.time() - t1
+  hrs = np.asarray((state.x0_prev[:, 0] + 1.0) / 2.0)
+  return hrs, np.asarray(kernels, np.float32), info
 
 
 def config_to_json(config: ml_collections.ConfigDict) -> str:

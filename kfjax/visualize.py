@@ -67,14 +67,3 @@ def report(lr, bicubic, hr, kernel, *, scale: int, gt=None, gt_kernel=None) -> n
   if gt_kernel is not None:
     kernels.append(kernel_image(gt_kernel, side))
   return hstack([np.clip(p, 0, 1) for p in panels] + [vstack(kernels)])
-
-
-def kernel_grid(top, bottom, size: int = 96) -> np.ndarray:
-  """A grid: the kernels of ``top`` in the first row, ``bottom`` (same order) below.
-
-  A ``None`` in ``bottom`` (a failed case) is left blank.
-  """
-  blank = np.ones((size, size, 3), np.float32)
-  row1 = hstack([kernel_image(k, size) for k in top])
-  row2 = hstack([blank if k is None else kernel_image(k, size) for k in bottom])
-  return vstack([row1, row2])

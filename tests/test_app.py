@@ -275,6 +275,31 @@ class SizeChecksTest(AppTestCase):
     self.assertLessEqual(hr.shape[0] * hr.shape[1], config.io.max_hr_pixels)
     self.assertEqual(self.fake.calls[-1]['shape'], (crop, crop, 3))
 
+  def test_device_memory_guard_then_center_crop(self):
+    path = _save_png(self.inp / 'wide.png', _rgb(size=40))
+    config = _tiny()
+    need = app.phase2_memory_bytes(config, 160, 160)
+    with absltest.mock.patch.object(app, 'device_memory_bytes', return_value=need / 2):
+      with self.assertRaises(io.InputError) as cm:
+        self.run_app(path, config)
+      msg = str(cm.exception)
+      self.assertIn('wide.png', msg)
+      self.assertIn('GiB', msg)
+      crop = int(re.search(r'--config\.io\.center_crop=(\d+)', msg).group(1))
+      self.assertLess(crop, 40)
+      self.assertFalse((self.out / 'wide').exists())
+      config.io.center_crop = crop                 # the suggested crop fits
+      rows, status = self.run_app(path, config)
+    self.assertEqual((status, rows[0]['status']), (0, 'ok'))
+    self.assertLessEqual(app.phase2_memory_bytes(config, 4 * crop, 4 * crop), 0.9 * need / 2)
+
+  def test_memory_estimate_scales_with_pixels_and_dtype(self):
+    config = _tiny()
+    small, big = app.phase2_memory_bytes(config, 64, 64), app.phase2_memory_bytes(config, 128, 128)
+    self.assertAlmostEqual(big / small, 4.0)
+    config.compute_dtype = 'bfloat16'
+    self.assertAlmostEqual(app.phase2_memory_bytes(config, 64, 64) / small, 0.5)
+
   def test_center_crop_larger_than_image_keeps_it(self):
     path = _save_png(self.inp / 'photo.png', _rgb())
     config = _tiny()
