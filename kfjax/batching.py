@@ -45,4 +45,7 @@ def batch_map(f: Callable, in_axes: Sequence[int | None], mesh: Mesh | None = No
   if mesh is None:
     return mapped
   specs = tuple(PartitionSpec() if a is None else PartitionSpec(AXIS) for a in in_axes)
-  return jax.shard_map(mapped, mesh=mesh, in_specs=specs, out_specs=PartitionSpec(AXIS))
+  # check_vma=False: scan carries initialised from constants (e.g. a zero loss) are
+  # per-case values inside the map; the types need not be tracked across devices.
+  return jax.shard_map(mapped, mesh=mesh, in_specs=specs, out_specs=PartitionSpec(AXIS),
+                       check_vma=False)

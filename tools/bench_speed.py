@@ -30,6 +30,9 @@ from kfjax import diffusion, flops, io, phase1, phase2, pipeline
 _OUT = flags.DEFINE_string('out', 'bench/speed', 'Output folder.')
 _QUICK = flags.DEFINE_bool('quick', False, 'Smallest sizes only (smoke test).')
 _E2E = flags.DEFINE_bool('end_to_end', True, 'Also time whole runs per variant.')
+_BATCH = flags.DEFINE_integer('batch_cases', 0, 'If > 0, time this many 64×64 cases of the '
+                              'batch_variant run at once (vmap) vs one by one.')
+_BATCH_VARIANT = flags.DEFINE_string('batch_variant', 'cpu', 'Config variant of --batch_cases.')
 
 
 def _time(fn, min_seconds=2.0, min_calls=3):
@@ -120,6 +123,25 @@ def bench_end_to_end(variant, lr_hw):
           'phase1_steps': info['phase1']['steps'], 'inner_steps': info['phase2']['inner_steps']}
 
 
+def bench_batched(variant, n, lr_hw=(64, 64)):
+  """Throughput of n same-size cases run at once (vmap) vs one by one, compile excluded."""
+  c = x4.get_config(variant)
+  rng = np.random.default_rng(0)
+  lrs = rng.random((n, *lr_hw, 3)).astype(np.float32)
+  quiet = lambda m: None
+  pipeline.super_resolve_batch(lrs, c, log=quiet)            # compile
+  t0 = time.perf_counter()
+  pipeline.super_resolve_batch(lrs, c, log=quiet)
+  batched = time.perf_counter() - t0
+  pipeline.super_resolve(lrs[0], c, log=quiet)               # compile
+  t0 = time.perf_counter()
+  for lr in lrs:
+    pipeline.super_resolve(lr, c, log=quiet)
+  sequential = time.perf_counter() - t0
+  return {'variant': variant, 'cases': n, 'lr': f'{lr_hw[1]}x{lr_hw[0]}',
+          'batched_s': batched, 'sequential_s': sequential, 'speedup': sequential / batched}
+
+
 def _table(rows, cols):
   out = ['| ' + ' | '.join(cols) + ' |', '|' + '---|' * len(cols)]
   for r in rows:
@@ -182,6 +204,12 @@ def main(argv):
       logging.info('end to end %s', r)
       res['end_to_end'].append(r)
 
+  res['batched'] = []
+  if _BATCH.value:
+    r = bench_batched(_BATCH_VARIANT.value, _BATCH.value)
+    logging.info('batched %s', r)
+    res['batched'].append(r)
+
   peak = res['matmul_tflops']
   for r in res['phase1'] + res['phase2']:
     r['fraction_of_matmul'] = r['tflops'] / peak[r['dtype']]
@@ -199,7 +227,10 @@ def main(argv):
                                'fraction_of_matmul', 'peak_gib', 'compile_s']),
         '', '## End to end (synthetic LR, compile included)', '',
         _table(res['end_to_end'], ['variant', 'lr', 'total_s', 'phase1_s', 'phase2_s',
-                                   'phase1_steps', 'inner_steps'])]
+                                   'phase1_steps', 'inner_steps']),
+        '', '## Batched cases (vmap) vs one by one, compile excluded', '',
+        _table(res['batched'], ['variant', 'cases', 'lr', 'batched_s', 'sequential_s',
+                                'speedup'])]
   io.atomic_write_text(os.path.join(_OUT.value, 'speed.md'), '\n'.join(md) + '\n')
   print('\n'.join(md))
 
