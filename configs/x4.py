@@ -6,7 +6,12 @@ Usage:
   python main.py --config=configs/x4.py:tiny           # smoke test (< 1 min on CPU, 32×32 LR)
   python main.py --config=configs/x4.py --config.phase2.t_start=300   # override a field
 
-Measured runtimes are in README.md ("Measured runtimes") and docs/speed.md.
+Measured runtimes (2026-11-26; details in docs/speed.md):
+  tiny     2-core CPU, embedded demo (32×32 LR → 128×128):     ~30 s cold, ~13 s when re-run
+  cpu      2-core CPU, embedded demo (64×64 LR → 256×256):     2 min 42 s (Phase 1 36 s, Phase 2 ~100 s)
+  cpu      NVIDIA H200, one 64×64 LR blind144 crop case:       ~2–6 s (compile excluded)
+  default  NVIDIA H200, one 64×64 LR case with pd.steps=5000:  ~15 s (Phase 1 ~10 s, Phase 2 ~5 s);
+           with the default 10k PD steps expect ~25 s. A full DIV2K-size image is not measured yet.
 """
 
 import ml_collections
