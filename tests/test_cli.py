@@ -10,7 +10,6 @@ import io as _io
 import json
 import os
 from pathlib import Path
-import shutil
 import signal
 import subprocess
 import sys

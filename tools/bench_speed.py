@@ -21,7 +21,6 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from absl import app, flags, logging
 
 from configs import x4
@@ -217,7 +216,7 @@ def main(argv):
   io.atomic_write_text(os.path.join(_OUT.value, 'speed.json'), json.dumps(res, indent=2) + '\n')
   md = [f'# Speed: {res["device"]} ({backend}), jax {res["jax"]}', '',
         f'- command: `{res["command"]}`', f'- git commit: `{res["git_commit"]}`',
-        f'- measured matmul rate: ' + ', '.join(f'{k} {v:.1f} TFLOP/s' for k, v in peak.items()),
+        '- measured matmul rate: ' + ', '.join(f'{k} {v:.1f} TFLOP/s' for k, v in peak.items()),
         '', '## Phase 1 (PD training step, 64×64 crops)', '',
         _table(res['phase1'], ['width', 'batch', 'dtype', 'driver', 'steps_per_s', 'ms_per_step',
                                'gflop_per_step', 'tflops', 'fraction_of_matmul', 'compile_s']),
