@@ -69,9 +69,19 @@ def fingerprint(config, lr01, sections) -> dict:
           'config': json.loads(_sections_json(config, sections))}
 
 
+@jax.jit
+def _all_finite(leaves):
+  return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
+
+
 def _finite(tree) -> bool:
-  # On the host: no device collectives, so sharded states need no rendezvous.
-  return all(bool(np.isfinite(np.asarray(x)).all()) for x in jax.tree.leaves(tree))
+  """Whether every leaf is free of NaN/Inf: one device reduction and one scalar to the host."""
+  leaves = [x for x in jax.tree.leaves(tree) if jnp.issubdtype(jnp.result_type(x), jnp.inexact)]
+  if any(len(getattr(x, 'sharding', None).device_set) > 1 for x in leaves
+         if hasattr(x, 'sharding')):
+    # Cases split over devices: check on the host, so no cross-device collective is needed.
+    return all(bool(np.isfinite(np.asarray(x)).all()) for x in leaves)
+  return bool(_all_finite(leaves))
 
 
 def _scale_lr(state, factor: float):
