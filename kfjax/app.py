@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
+import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
@@ -113,7 +114,7 @@ def phase2_memory_bytes(config, hr_h: int, hr_w: int) -> float:
 
 def device_memory_bytes() -> float | None:
   """Memory of the default device: the accelerator's limit, or the host's RAM on CPU."""
-  dev = pipeline.jax.devices()[0]
+  dev = jax.devices()[0]
   try:
     stats = dev.memory_stats()
   except Exception:  # pylint: disable=broad-except  (backends without memory stats)
@@ -176,8 +177,11 @@ def _json(obj) -> str:
       else str(o))) + '\n'
 
 
-def evaluate(hr, kernel, lr, config, gt=None, gt_kernel=None) -> dict:
-  """Metrics of a result against optional ground truth, with the baselines for reference."""
+def evaluate(hr, kernel, lr, config, gt=None, gt_kernel=None, bicubic=None) -> dict:
+  """Metrics of a result against optional ground truth, with the baselines for reference.
+
+  ``bicubic`` is the bicubic upscale of ``lr`` if the caller already has it.
+  """
   s = config.scale
   out = {}
   if gt is not None:
@@ -185,7 +189,8 @@ def evaluate(hr, kernel, lr, config, gt=None, gt_kernel=None) -> dict:
     if gt.shape[:2] != hr.shape[:2]:
       raise io.InputError(f'ground truth is {gt.shape[1]}×{gt.shape[0]} px but the ×{s} output '
                           f'is {hr.shape[1]}×{hr.shape[0]}', path='--gt')
-    bic = np.asarray(degradation.bicubic_upscale(jnp.asarray(lr), s))
+    bic = (np.asarray(degradation.bicubic_upscale(jnp.asarray(lr), s)) if bicubic is None
+           else bicubic)
     out.update(metrics.image_metrics(hr, gt, s))
     out.update({f'{k}_bicubic': v for k, v in metrics.image_metrics(bic, gt, s).items()})
     if gt_kernel is not None:
@@ -219,7 +224,7 @@ def process(lr, name: str, out_root: Path, config, *, info: io.ImageInfo | None 
   io.atomic_write_text(out / 'config.json', pipeline.config_to_json(config))
   log(f'{name}: {lr.shape[1]}×{lr.shape[0]} LR → {lr.shape[1] * config.scale}×'
       f'{lr.shape[0] * config.scale} HR, variant {config.variant!r}, backend '
-      f'{pipeline.jax.default_backend()}')
+      f'{jax.default_backend()}')
   t0 = time.time()
   hr, kernel, run_info = pipeline.super_resolve(lr, config, ckpt_dir=str(out / 'checkpoints'),
                                                 log=log)
@@ -232,8 +237,8 @@ def process(lr, name: str, out_root: Path, config, *, info: io.ImageInfo | None 
             'phase2': _trim(run_info['phase2'])}
   losses = run_info['phase2'].get('loss_last') or [float('nan')]
   result['final_loss'] = losses[-1]
-  result.update(evaluate(hr, kernel, lr, config, gt, gt_kernel))
   bic = np.asarray(degradation.bicubic_upscale(jnp.asarray(lr), config.scale))
+  result.update(evaluate(hr, kernel, lr, config, gt, gt_kernel, bicubic=bic))
   io.write_image(out / 'hr.png', hr, info)
   io.atomic_save_npy(out / 'kernel.npy', kernel)
   io.atomic_save_mat(out / 'kernel.mat', {'Kernel': kernel.astype(np.float64)})
