@@ -16,6 +16,9 @@ Methods (:data:`METHODS`):
 * ``kernelfusion``: :func:`kfjax.pipeline.super_resolve` with
   ``config.phase2.mode = 'full'``; ``pd_unet``, ``unet_only``, ``dip``: the same
   with that ablation mode (:data:`KERNEL_METHODS`).
+* ``kf_gtk`` (oracle, for diagnosis): KernelFusion *given* the GT kernel
+  (non-blind Phase 2; no kernel metrics). It shows how much of the gap to the
+  targets is the kernel estimate and how much the image prior.
 * ``bicubic``: :func:`kfjax.degradation.bicubic_upscale`.
 * ``bp_gt``: :func:`kfjax.degradation.back_projection` with the GT kernel.
 * ``bp_est``: back-projection with the kernel that ``kernelfusion`` estimated for
@@ -70,10 +73,13 @@ from kfjax import metrics as metrics_lib
 from kfjax import pipeline
 
 KERNEL_METHODS = {'kernelfusion': 'full', 'pd_unet': 'pd_unet', 'unet_only': 'unet_only',
-                  'dip': 'dip'}
-"""Kernel-estimating methods and the ``config.phase2.mode`` each runs with."""
+                  'dip': 'dip', 'kf_gtk': 'full'}
+"""Pipeline methods and the ``config.phase2.mode`` each runs with. ``kf_gtk`` is
+the oracle: KernelFusion given the ground-truth kernel (non-blind), an upper
+bound on what a perfect kernel estimate would give."""
 
-METHODS = ('bicubic', 'bp_gt', 'kernelfusion', 'bp_est', 'pd_unet', 'unet_only', 'dip')
+METHODS = ('bicubic', 'bp_gt', 'kernelfusion', 'bp_est', 'pd_unet', 'unet_only', 'dip',
+           'kf_gtk')
 """Every method, in the order they run within a case (and are listed in reports)."""
 
 DEFAULT_METHODS = ('kernelfusion', 'bicubic', 'bp_gt', 'bp_est')
@@ -188,10 +194,15 @@ def run_method(method: str, lr01: np.ndarray, config: ml_collections.ConfigDict,
     if h * w * scale * scale > cfg.io.max_hr_pixels:
       raise ValueError(f'HR output {h * scale}x{w * scale} exceeds config.io.max_hr_pixels '
                        f'({cfg.io.max_hr_pixels})')
-    hr, kernel, info = pipeline.super_resolve(lr01, cfg, ckpt_dir=ckpt_dir, log=log)
+    known = gt_kernel if method == 'kf_gtk' else None
+    if method == 'kf_gtk' and known is None:
+      raise ValueError('kf_gtk needs the ground-truth kernel')
+    hr, kernel, info = pipeline.super_resolve(lr01, cfg, kernel=known, ckpt_dir=ckpt_dir,
+                                              log=log)
     extra = {'phase1_seconds': float(info.get('phase1', {}).get('seconds', 0.0)),
              'phase2_seconds': float(info.get('phase2', {}).get('seconds', 0.0))}
-    return np.asarray(hr, np.float32), np.asarray(kernel, np.float32), extra
+    kernel = None if known is not None else np.asarray(kernel, np.float32)
+    return np.asarray(hr, np.float32), kernel, extra
   lr = jnp.asarray(lr01, jnp.float32)
   if method == 'bicubic':
     hr = degradation.bicubic_upscale(lr, scale)

@@ -50,9 +50,14 @@ class P2State(flax.struct.PyTreeNode):
 
 
 class Data(NamedTuple):
-  """What a Phase-2 step reads but never changes: the LR target and the frozen PD."""
+  """What a Phase-2 step reads but never changes: the LR target and the frozen PD.
+
+  ``kernel`` (optional) makes the run non-blind: the loss uses this known
+  (K, K) kernel instead of the INR's (which then gets no gradient).
+  """
   lr: jnp.ndarray            # (h, w, 3) LR image in [−1, 1]
   pd_params: Any             # frozen PD (EMA) params; None for the modes without PD
+  kernel: Any = None         # known (K, K) kernel summing to 1, or None (blind: the INR's)
 
 
 class Timestep(NamedTuple):
@@ -136,7 +141,8 @@ def make_inner_step(unet: UNet, inr: KernelINR, pd: PatchDiffusion | None, optim
 
   def loss_fn(params, state, ts, eps, data):
     x0_hat, x_t = estimate(params['unet'], state, ts, eps, data.pd_params)
-    kernel = render_kernel(inr, params['inr'], kernel_size)
+    kernel = (render_kernel(inr, params['inr'], kernel_size) if data.kernel is None
+              else data.kernel)
     pred = degradation.downscale(x0_hat[0].astype(jnp.float32), kernel, scale)
     return jnp.mean((pred - data.lr) ** 2), (x0_hat, x_t)
 

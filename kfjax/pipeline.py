@@ -23,7 +23,7 @@ import numpy as np
 import optax
 from absl import logging
 
-from kfjax import batching, diffusion, phase1, phase2
+from kfjax import batching, degradation, diffusion, phase1, phase2
 from kfjax.checkpoint import StateCheckpointer
 from kfjax.models import KernelINR, PatchDiffusion, UNet, render_kernel
 
@@ -212,13 +212,32 @@ def run_phase1(lr, config, key, *, ckpt: StateCheckpointer | None = None,
                             'driver': driver, 'chunk': chunk, 'losses': losses}
 
 
-def run_phase2(lr, pd_params, config, key, *, ckpt: StateCheckpointer | None = None,
+def known_kernel(kernel, size: int) -> jnp.ndarray:
+  """A user-given kernel as Phase 2 uses it: centred on a (size, size) support, summing to 1."""
+  k = np.asarray(kernel, np.float32)
+  if k.ndim != 2 or not np.all(np.isfinite(k)) or k.sum() <= 0:
+    raise ValueError(f'a known kernel must be a finite 2-D array with a positive sum, '
+                     f'got shape {k.shape}')
+  if max(k.shape) > size:
+    raise ValueError(f'the known kernel ({k.shape[0]}x{k.shape[1]}) is larger than '
+                     f'config.kernel.size ({size})')
+  return jnp.asarray(degradation.normalise_kernel(degradation.pad_or_crop(k, size)))
+
+
+def run_phase2(lr, pd_params, config, key, *, kernel=None,
+               ckpt: StateCheckpointer | None = None,
                log: Callable = logging.info) -> tuple[np.ndarray, np.ndarray, dict]:
-  """Reverse diffusion at HR size; returns the HR image in [0, 1], the kernel and info."""
+  """Reverse diffusion at HR size; returns the HR image in [0, 1], the kernel and info.
+
+  With ``kernel`` (a known (k, k) kernel) the run is non-blind: that kernel is
+  used in the loss and returned (see :func:`known_kernel`).
+  """
   c = config.phase2
   models, optimizer, run, schedule, driver = _phase2_fns(
       _sections_json(config, PHASE2_SECTIONS))
-  data = phase2.Data(lr=lr, pd_params=pd_params)
+  if kernel is not None:
+    kernel = known_kernel(kernel, config.kernel.size)
+  data = phase2.Data(lr=lr, pd_params=pd_params, kernel=kernel)
   plan = phase2.timestep_plan(t_start=min(c.t_start, schedule.num_steps), stride=c.stride)
   total = len(plan.t)
   state = phase2.init_state(models.unet, models.inr, optimizer, jax.random.fold_in(key, 0),
@@ -244,8 +263,8 @@ def run_phase2(lr, pd_params, config, key, *, ckpt: StateCheckpointer | None = N
       ckpt.save(done, state)
   if ckpt is not None:
     ckpt.wait()
-  kernel = np.asarray(render_kernel(models.inr, state.inr_params, config.kernel.size),
-                      np.float32)
+  kernel = np.asarray(render_kernel(models.inr, state.inr_params, config.kernel.size)
+                      if data.kernel is None else data.kernel, np.float32)
   info = {'timesteps': total, 'inner_steps': int(state.step), 'seconds': time.time() - t0,
           'driver': driver}
   if traces:
@@ -257,13 +276,16 @@ def run_phase2(lr, pd_params, config, key, *, ckpt: StateCheckpointer | None = N
   return phase2.output_image(state), kernel, info
 
 
-def super_resolve(lr01, config: ml_collections.ConfigDict, *, ckpt_dir: str | None = None,
+def super_resolve(lr01, config: ml_collections.ConfigDict, *, kernel=None,
+                  ckpt_dir: str | None = None,
                   log: Callable = logging.info) -> tuple[np.ndarray, np.ndarray, dict]:
   """Runs KernelFusion on one LR image.
 
   Args:
     lr01: (h, w, 3) float LR image in [0, 1].
     config: a config from ``configs/`` (see ``configs/x4.py``).
+    kernel: optional known (k, k) blur kernel (k ≤ ``config.kernel.size``): a
+      non-blind run that uses it instead of estimating one.
     ckpt_dir: if given, Phase 1 and Phase 2 states are checkpointed there
       (``phase1/``, ``phase2/``) and a re-run resumes from them.
     log: progress logger (absl ``logging.info`` by default).
@@ -280,8 +302,11 @@ def super_resolve(lr01, config: ml_collections.ConfigDict, *, ckpt_dir: str | No
   if ckpt_dir is not None:
     ck1 = StateCheckpointer(os.path.join(ckpt_dir, 'phase1'),
                             fingerprint=fingerprint(config, lr01, ('seed',) + PHASE1_SECTIONS))
-    ck2 = StateCheckpointer(os.path.join(ckpt_dir, 'phase2'),
-                            fingerprint=fingerprint(config, lr01, ('seed',) + PHASE2_SECTIONS))
+    fp2 = fingerprint(config, lr01, ('seed',) + PHASE2_SECTIONS)
+    if kernel is not None:
+      fp2['known_kernel_sha256'] = hashlib.sha256(
+          np.ascontiguousarray(kernel, np.float32).tobytes()).hexdigest()
+    ck2 = StateCheckpointer(os.path.join(ckpt_dir, 'phase2'), fingerprint=fp2)
   try:
     info: dict = {'backend': jax.default_backend(), 'device': str(jax.devices()[0])}
     if needs_pd:
@@ -290,7 +315,7 @@ def super_resolve(lr01, config: ml_collections.ConfigDict, *, ckpt_dir: str | No
     else:
       pd_params, info['phase1'] = None, {'steps': 0, 'seconds': 0.0, 'skipped': True}
     hr, kernel, info['phase2'] = run_phase2(lr, pd_params, config, jax.random.fold_in(key, 2),
-                                            ckpt=ck2, log=log)
+                                            kernel=kernel, ckpt=ck2, log=log)
   finally:
     for ck in (ck1, ck2):
       if ck is not None:

@@ -157,6 +157,26 @@ class Phase2Test(absltest.TestCase):
     self.assertEqual(trace['loss_last'].shape, (2,))
     _assert_trees_close(self, out['scan'], out['loop'], atol=1e-5)
 
+  def test_known_kernel_is_used_and_inr_frozen(self):
+    """Non-blind Phase 2: the loss uses the given kernel; the INR gets no update."""
+    known = pipeline.known_kernel(kernels.filled_square(5, side=3), 9)
+    self.assertEqual(known.shape, (9, 9))
+    self.assertAlmostEqual(float(known.sum()), 1.0, places=5)
+    data = self.data._replace(kernel=known)
+    ts = phase2.Timestep(jnp.int32(20), jnp.int32(20), jnp.bool_(True))
+    eps = jax.random.normal(_key(4), self.state0.x0_prev.shape)
+    state, (loss, x0_hat, _) = jax.jit(self._inner())(_copy(self.state0), ts, eps, data)
+    by_hand = jnp.mean((degradation.downscale(x0_hat[0], known, 2) - self.lr) ** 2)
+    self.assertAlmostEqual(float(loss), float(by_hand), places=6)
+    _assert_trees_close(self, state.inr_params, self.state0.inr_params, atol=0)
+    moved = jax.tree.map(lambda a, b: jnp.abs(a - b).max(), state.unet_params,
+                         self.state0.unet_params)
+    self.assertGreater(max(float(m) for m in jax.tree.leaves(moved)), 0.0)
+    with self.assertRaisesRegex(ValueError, 'larger than config.kernel.size'):
+      pipeline.known_kernel(np.ones((11, 11)), 9)
+    with self.assertRaisesRegex(ValueError, 'positive sum'):
+      pipeline.known_kernel(-np.ones((3, 3)), 9)
+
 
 class KernelRecoveryTest(absltest.TestCase):
 

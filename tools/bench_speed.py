@@ -32,6 +32,13 @@ _E2E = flags.DEFINE_bool('end_to_end', True, 'Also time whole runs per variant.'
 _BATCH = flags.DEFINE_integer('batch_cases', 0, 'If > 0, time this many 64×64 cases of the '
                               'batch_variant run at once (vmap) vs one by one.')
 _BATCH_VARIANT = flags.DEFINE_string('batch_variant', 'cpu', 'Config variant of --batch_cases.')
+_PHASE1 = flags.DEFINE_bool('phase1', True, 'Time the Phase-1 grid (width × batch × dtype).')
+_SIZES = flags.DEFINE_list('phase2_sizes', [], 'Phase-2 HR sizes as WxH or WxH:dtype (default: '
+                           '256x256 on CPU; 256x256,512x512,1024x1024,2048x1344 on a GPU).')
+_DTYPES = flags.DEFINE_list('phase2_dtypes', [], 'Phase-2 dtypes of sizes given without one '
+                            '(default: float32 on CPU; bfloat16,float32 on a GPU).')
+_E2E_VARIANTS = flags.DEFINE_list('e2e_variants', [], 'End-to-end variants (default: cpu on '
+                                  'CPU; cpu,default on a GPU).')
 
 
 def _time(fn, min_seconds=2.0, min_calls=3):
@@ -152,6 +159,54 @@ def _table(rows, cols):
   return '\n'.join(out)
 
 
+def _report(res, out):
+  """Writes OUT/speed.json and OUT/speed.md (atomically) from what is measured so far."""
+  peak = res['matmul_tflops']
+  for r in res.get('phase1', []) + res.get('phase2', []):
+    r['fraction_of_matmul'] = r['tflops'] / peak[r['dtype']]
+  os.makedirs(out, exist_ok=True)
+  io.atomic_write_text(os.path.join(out, 'speed.json'), json.dumps(res, indent=2) + '\n')
+  md = [f'# Speed: {res["device"]} ({res["backend"]}), jax {res["jax"]}', '',
+        f'- command: `{res["command"]}`', f'- git commit: `{res["git_commit"]}`',
+        '- measured matmul rate: ' + ', '.join(f'{k} {v:.1f} TFLOP/s' for k, v in peak.items()),
+        '', '## Phase 1 (PD training step, 64×64 crops)', '',
+        _table(res.get('phase1', []), ['width', 'batch', 'dtype', 'driver', 'steps_per_s',
+                                       'ms_per_step', 'gflop_per_step', 'tflops',
+                                       'fraction_of_matmul', 'compile_s']),
+        '', '## Phase 2 (one inner step: U-Net ×2, PD fwd+bwd, INR, downscale)', '',
+        _table(res.get('phase2', []), ['hr', 'dtype', 'driver', 'inner_steps_per_s',
+                                       'ms_per_inner_step', 'gflop_per_step', 'tflops',
+                                       'fraction_of_matmul', 'peak_gib', 'compile_s']),
+        '', '## End to end (synthetic LR, compile included)', '',
+        _table(res.get('end_to_end', []), ['variant', 'lr', 'total_s', 'phase1_s', 'phase2_s',
+                                           'phase1_steps', 'inner_steps']),
+        '', '## Batched cases (vmap) vs one by one, compile excluded', '',
+        _table(res.get('batched', []), ['variant', 'cases', 'lr', 'batched_s', 'sequential_s',
+                                        'speedup'])]
+  text = '\n'.join(md) + '\n'
+  io.atomic_write_text(os.path.join(out, 'speed.md'), text)
+  return text
+
+
+def _phase2_runs(gpu, quick):
+  """[(hw, dtype)] from --phase2_sizes (WxH or WxH:dtype) or the per-backend default.
+
+  peak_bytes_in_use only grows within a process, so runs go in ascending cost
+  (bf16 before fp32 at each size) to keep each row's peak its own.
+  """
+  dtypes = _DTYPES.value or (['bfloat16', 'float32'] if gpu else ['float32'])
+  specs = _SIZES.value or (['256x256', '512x512', '1024x1024', '2048x1344'] if gpu
+                           else ['256x256'])
+  if quick:
+    specs = specs[:1]
+  runs = []
+  for spec in specs:
+    wh, _, dt = spec.partition(':')
+    w, h = (int(v) for v in wh.split('x'))
+    runs += [((h, w), d) for d in ([dt] if dt else dtypes)]
+  return runs
+
+
 def main(argv):
   del argv
   backend = jax.default_backend()
@@ -176,32 +231,33 @@ def main(argv):
   if quick:
     widths, batches = widths[:1], batches[:1]
   res['phase1'] = []
-  for width in widths:
+  for width in widths if _PHASE1.value else ():
     for batch in batches:
       for dt in dtypes:
         r = bench_phase1(width, batch, dt, chunk=100 if gpu else 5,
                          driver='scan' if gpu else 'loop')
         logging.info('phase1 %s', r)
         res['phase1'].append(r)
+        _report(res, _OUT.value)
 
-  sizes = [(256, 256), (512, 512), (1024, 1024), (1344, 2048)] if gpu else [(256, 256)]
-  if quick:
-    sizes = sizes[:1]
   res['phase2'] = []
-  for hw in sizes:
-    for dt in dtypes:
-      r = bench_phase2(hw, dt, n_iter=10 if gpu else 2, driver='scan' if gpu else 'loop',
-                       variant='default' if gpu else 'cpu')
-      logging.info('phase2 %s', r)
-      res['phase2'].append(r)
+  for hw, dt in _phase2_runs(gpu, quick):
+    r = bench_phase2(hw, dt, n_iter=10 if gpu else 2, driver='scan' if gpu else 'loop',
+                     variant='default' if gpu else 'cpu')
+    logging.info('phase2 %s', r)
+    res['phase2'].append(r)
+    _report(res, _OUT.value)
 
   res['end_to_end'] = []
   if _E2E.value and not quick:
-    runs = [('cpu', (64, 64))] + ([('default', (340, 510))] if gpu else [])
+    lr_hw = {'cpu': (64, 64), 'default': (340, 510)}
+    variants = _E2E_VARIANTS.value or (['cpu', 'default'] if gpu else ['cpu'])
+    runs = [(v, lr_hw.get(v, (64, 64))) for v in variants]
     for variant, hw in runs:
       r = bench_end_to_end(variant, hw)
       logging.info('end to end %s', r)
       res['end_to_end'].append(r)
+      _report(res, _OUT.value)
 
   res['batched'] = []
   if _BATCH.value:
@@ -209,29 +265,7 @@ def main(argv):
     logging.info('batched %s', r)
     res['batched'].append(r)
 
-  peak = res['matmul_tflops']
-  for r in res['phase1'] + res['phase2']:
-    r['fraction_of_matmul'] = r['tflops'] / peak[r['dtype']]
-  os.makedirs(_OUT.value, exist_ok=True)
-  io.atomic_write_text(os.path.join(_OUT.value, 'speed.json'), json.dumps(res, indent=2) + '\n')
-  md = [f'# Speed: {res["device"]} ({backend}), jax {res["jax"]}', '',
-        f'- command: `{res["command"]}`', f'- git commit: `{res["git_commit"]}`',
-        '- measured matmul rate: ' + ', '.join(f'{k} {v:.1f} TFLOP/s' for k, v in peak.items()),
-        '', '## Phase 1 (PD training step, 64×64 crops)', '',
-        _table(res['phase1'], ['width', 'batch', 'dtype', 'driver', 'steps_per_s', 'ms_per_step',
-                               'gflop_per_step', 'tflops', 'fraction_of_matmul', 'compile_s']),
-        '', '## Phase 2 (one inner step: U-Net ×2, PD fwd+bwd, INR, downscale)', '',
-        _table(res['phase2'], ['hr', 'dtype', 'driver', 'inner_steps_per_s',
-                               'ms_per_inner_step', 'gflop_per_step', 'tflops',
-                               'fraction_of_matmul', 'peak_gib', 'compile_s']),
-        '', '## End to end (synthetic LR, compile included)', '',
-        _table(res['end_to_end'], ['variant', 'lr', 'total_s', 'phase1_s', 'phase2_s',
-                                   'phase1_steps', 'inner_steps']),
-        '', '## Batched cases (vmap) vs one by one, compile excluded', '',
-        _table(res['batched'], ['variant', 'cases', 'lr', 'batched_s', 'sequential_s',
-                                'speedup'])]
-  io.atomic_write_text(os.path.join(_OUT.value, 'speed.md'), '\n'.join(md) + '\n')
-  print('\n'.join(md))
+  print(_report(res, _OUT.value))
 
 
 if __name__ == '__main__':
