@@ -61,6 +61,7 @@ def get_config(arg=None):
   c.kernel.omega0 = 5.0          # SIREN frequency ω0 [paper?]
   c.kernel.prior_sigma = 0.06    # Gaussian logit prior so the first kernel is a small centred blob
                                  #   (in [−1, 1] grid units; 0 = none) [default]
+  c.kernel.prior_floor = -3.0    # the prior's logit far from the centre (see KernelINR) [default]
 
   c.phase2 = ml_collections.ConfigDict()   # Phase 2: reverse diffusion at HR size
   c.phase2.mode = 'full'         # 'full' | 'pd_unet' | 'unet_only' | 'dip' (paper Table 3)

@@ -33,7 +33,9 @@ Metrics of every method (:func:`kfjax.metrics.image_metrics` against the HR):
 ``ssim_y_s`` (``s``-pixel border), computed on the *8-bit output as saved in
 hr.png*, so they can be recomputed from the files. ``seconds`` is the wall time
 of the method (including JIT compilation; the first case of a method pays for
-it). Kernel methods add :func:`kfjax.metrics.kernel_metrics` against the GT
+it). Methods after ``kernelfusion`` on a case reuse its Phase-1 PD when their
+Phase-1 config is the same (``pd_unet``, ``kf_gtk``), so their ``seconds``
+exclude Phase 1. Kernel methods add :func:`kfjax.metrics.kernel_metrics` against the GT
 kernel (``kernel_nerr``, ``kernel_psnr``; the two kernels may have different
 sizes) and ``phase1_seconds``, ``phase2_seconds`` from the pipeline's info.
 ``bp_est`` additionally gets ``bp_gap_y`` = its ``psnr_y`` minus ``bp_gt``'s on
@@ -198,7 +200,7 @@ def run_method(method: str, lr01: np.ndarray, config: ml_collections.ConfigDict,
     if method == 'kf_gtk' and known is None:
       raise ValueError('kf_gtk needs the ground-truth kernel')
     hr, kernel, info = pipeline.super_resolve(lr01, cfg, kernel=known, ckpt_dir=ckpt_dir,
-                                              log=log)
+                                              reuse_phase1=True, log=log)
     extra = {'phase1_seconds': float(info.get('phase1', {}).get('seconds', 0.0)),
              'phase2_seconds': float(info.get('phase2', {}).get('seconds', 0.0))}
     kernel = None if known is not None else np.asarray(kernel, np.float32)

@@ -133,15 +133,20 @@ class KernelINR(nn.Module):
   ``num_layers`` sine layers of ``width`` units with frequency ``omega0``,
   then a linear layer to one value and the near-positive activation
   ``(1 + 1e−4)·sigmoid(z + prior) − 1e−4``. ``prior`` is an optional fixed
-  logit bias: an isotropic Gaussian bump of std ``prior_sigma`` (in the
-  [−1, 1] coordinate units) so the first kernel is a centred blob rather than
-  noise (our choice; 0 disables it). Normalise with :func:`render_kernel`.
+  logit bias (our choice; ``prior_sigma`` 0 disables it): an isotropic
+  Gaussian bump of std ``prior_sigma`` (in the [−1, 1] coordinate units) that
+  goes from the logit ``prior_peak`` at the centre to ``prior_floor`` far
+  from it. The floor matters: on a 33×33 support a floor of −3 (sigmoid
+  0.047) holds ~85% of the first kernel's mass, i.e. the first kernel is a
+  box blur with a spike; −8 makes it a centred blob. Normalise with
+  :func:`render_kernel`.
   """
   width: int = 256
   num_layers: int = 5
   omega0: float = 5.0
   prior_sigma: float = 0.3
-  prior_gain: float = 6.0
+  prior_peak: float = 3.0
+  prior_floor: float = -3.0
 
   @nn.compact
   def __call__(self, coords):
@@ -155,7 +160,8 @@ class KernelINR(nn.Module):
     z = nn.Dense(1, kernel_init=_siren_init(self.omega0, False))(h)[..., 0]
     if self.prior_sigma > 0:
       r2 = jnp.sum(coords ** 2, axis=-1)
-      z = z + self.prior_gain * (jnp.exp(-r2 / (2 * self.prior_sigma ** 2)) - 0.5)
+      bump = jnp.exp(-r2 / (2 * self.prior_sigma ** 2))
+      z = z + self.prior_floor + (self.prior_peak - self.prior_floor) * bump
     return (1 + 1e-4) * jax.nn.sigmoid(z) - 1e-4
 
 

@@ -52,7 +52,8 @@ def build_models(config: ml_collections.ConfigDict) -> Models:
                 residual=config.unet.residual and config.phase2.mode != 'dip',
                 dtype=_dtype(config.compute_dtype)),
       inr=KernelINR(width=config.kernel.width, num_layers=config.kernel.num_layers,
-                    omega0=config.kernel.omega0, prior_sigma=config.kernel.prior_sigma))
+                    omega0=config.kernel.omega0, prior_sigma=config.kernel.prior_sigma,
+                    prior_floor=config.kernel.prior_floor))
 
 
 def resolve_driver(name: str) -> str:
@@ -276,8 +277,12 @@ def run_phase2(lr, pd_params, config, key, *, kernel=None,
   return phase2.output_image(state), kernel, info
 
 
+_PHASE1_MEMO: dict = {}
+"""The latest Phase-1 result: {fingerprint JSON: (EMA params, info)} (one entry)."""
+
+
 def super_resolve(lr01, config: ml_collections.ConfigDict, *, kernel=None,
-                  ckpt_dir: str | None = None,
+                  ckpt_dir: str | None = None, reuse_phase1: bool = False,
                   log: Callable = logging.info) -> tuple[np.ndarray, np.ndarray, dict]:
   """Runs KernelFusion on one LR image.
 
@@ -288,6 +293,10 @@ def super_resolve(lr01, config: ml_collections.ConfigDict, *, kernel=None,
       non-blind run that uses it instead of estimating one.
     ckpt_dir: if given, Phase 1 and Phase 2 states are checkpointed there
       (``phase1/``, ``phase2/``) and a re-run resumes from them.
+    reuse_phase1: reuse the PD of the previous call if it had the same input,
+      seed and Phase-1 config (Phase 1 is deterministic, so the result is the
+      same; used by the evaluation to run several methods on one image). Its
+      ``info['phase1']`` then says ``reused`` and counts 0 seconds.
     log: progress logger (absl ``logging.info`` by default).
 
   Returns:
@@ -310,8 +319,17 @@ def super_resolve(lr01, config: ml_collections.ConfigDict, *, kernel=None,
   try:
     info: dict = {'backend': jax.default_backend(), 'device': str(jax.devices()[0])}
     if needs_pd:
-      pd_params, info['phase1'] = run_phase1(lr, config, jax.random.fold_in(key, 1),
-                                             ckpt=ck1, log=log)
+      memo_key = json.dumps(fingerprint(config, lr01, ('seed',) + PHASE1_SECTIONS),
+                            sort_keys=True)
+      if reuse_phase1 and memo_key in _PHASE1_MEMO:
+        pd_params, p1 = _PHASE1_MEMO[memo_key]
+        info['phase1'] = dict(p1, seconds=0.0, reused=True)
+        log('Phase 1: reused the PD trained for the previous call (same input and config)')
+      else:
+        pd_params, info['phase1'] = run_phase1(lr, config, jax.random.fold_in(key, 1),
+                                               ckpt=ck1, log=log)
+        _PHASE1_MEMO.clear()
+        _PHASE1_MEMO[memo_key] = (pd_params, info['phase1'])
     else:
       pd_params, info['phase1'] = None, {'steps': 0, 'seconds': 0.0, 'skipped': True}
     hr, kernel, info['phase2'] = run_phase2(lr, pd_params, config, jax.random.fold_in(key, 2),

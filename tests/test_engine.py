@@ -251,6 +251,13 @@ class PipelineTest(absltest.TestCase):
     self.assertTrue(np.array_equal(hr, hr2))
     self.assertTrue(np.array_equal(kernel, kernel2))
     self.assertEqual(p2['loss_last'], info2['phase2']['loss_last'])
+    # Reusing the previous call's Phase 1 (same input and config) gives the same result.
+    hr3, _, info3 = pipeline.super_resolve(lr, config, reuse_phase1=True, log=lambda m: None)
+    self.assertTrue(info3['phase1']['reused'])
+    self.assertTrue(np.array_equal(hr, hr3))
+    config.seed = 1
+    _, _, info4 = pipeline.super_resolve(lr, config, reuse_phase1=True, log=lambda m: None)
+    self.assertNotIn('reused', info4['phase1'])
 
 
 class GuardedTest(absltest.TestCase):

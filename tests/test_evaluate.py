@@ -46,8 +46,8 @@ def _small_config():
 
 def _fake_super_resolve(fail_lr=None):
   """A stand-in for pipeline.super_resolve: bicubic + a Gaussian kernel; raises on ``fail_lr``."""
-  def fake(lr01, config, *, ckpt_dir=None, log=None):
-    del ckpt_dir, log
+  def fake(lr01, config, *, kernel=None, ckpt_dir=None, reuse_phase1=False, log=None):
+    del kernel, ckpt_dir, reuse_phase1, log
     if fail_lr is not None and np.array_equal(np.asarray(lr01), fail_lr):
       raise RuntimeError('boom\nsecond line')
     hr = np.asarray(degradation.bicubic_upscale(jnp.asarray(lr01), config.scale))

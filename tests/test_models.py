@@ -134,6 +134,19 @@ class KernelINRTest(parameterized.TestCase):
       com = np.array(np.unravel_index(np.argmax(k), k.shape))
       self.assertLessEqual(np.abs(com - (size - 1) / 2).max(), 2.0)
 
+  def test_prior_floor_sets_where_the_first_kernel_mass_is(self):
+    """A low floor makes the first kernel a centred blob; floor −3 leaves a box-like halo."""
+    grid = models.kernel_grid(33)
+    radius = 16 * np.sqrt(np.sum(np.asarray(grid) ** 2, axis=-1))   # in pixels
+    mass_far = {}
+    for floor in (-3.0, -8.0):
+      inr = models.KernelINR(width=32, num_layers=3, prior_sigma=0.1, prior_floor=floor)
+      params = jax.jit(inr.init)(_key(0), jnp.zeros((1, 2)))
+      k = np.asarray(models.render_kernel(inr, params, 33))
+      mass_far[floor] = float(k[radius > 6].sum())
+    self.assertLess(mass_far[-8.0], 0.1)
+    self.assertGreater(mass_far[-3.0], 0.5)
+
   def test_raw_output_range(self):
     inr = models.KernelINR(width=16, num_layers=2, prior_sigma=0.0)
     params = jax.jit(inr.init)(_key(0), jnp.zeros((1, 2)))

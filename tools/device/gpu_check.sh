@@ -1,21 +1,32 @@
 #!/usr/bin/env bash
 # One prepared GPU session (see docs/speed.md, docs/results.md): install the two wheels the
-# GPU image lacks, evaluate blind144 crop mini, then run the speed benchmark.
-# Usage on the device machine:  bash tools/device/gpu_check.sh  (writes under $OUT)
+# GPU image lacks, run a list of evaluations, then the speed benchmark. Everything goes
+# under $OUT; each step has its own timeout, so a slow step cannot eat the others' time.
+#
+# Usage on the device machine (benchmarks built beforehand into the git-ignored .devdata/):
+#   JOBS='mini_cpu|.devdata/mini|200|--config=configs/x4.py:cpu --methods=kernelfusion,bicubic
+#   other|...' SPEED_ARGS='--phase1=false --batch_cases=12' bash tools/device/gpu_check.sh
+# JOBS: one evaluation per line, "name|bench folder|timeout s|evaluate.py arguments".
+# SPEED_ARGS: arguments of tools/bench_speed.py ("skip" to skip it); SPEED_TIMEOUT: its limit.
 set -uo pipefail
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
   --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site:. || exit 1
 export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > $OUT/gpu.txt
 python3 -c "import jax; print(jax.__version__, jax.devices())" >> $OUT/gpu.txt
-EVAL_ARGS=${EVAL_ARGS:-"--config.pd.steps=5000"}; CONFIG=${CONFIG:-configs/x4.py}; METHODS=${METHODS:-kernelfusion,bicubic,bp_gt,bp_est}
-timeout ${EVAL_TIMEOUT:-260} python3 tools/evaluate.py --bench=.devdata/mini \
-  --config=$CONFIG --out=$OUT/eval_mini $EVAL_ARGS \
-  --methods=$METHODS 2>&1 | grep -v -i orbax | tail -40
-cp $OUT/eval_mini/results.md $OUT/eval_results.md 2>/dev/null
-cp $OUT/eval_mini/results.json $OUT/eval_results.json 2>/dev/null
-cp $OUT/eval_mini/kernels.png $OUT/eval_kernels.png 2>/dev/null
-rm -rf $OUT/eval_mini
-[ "${SPEED:-1}" = 1 ] && timeout ${SPEED_TIMEOUT:-240} python3 tools/bench_speed.py --out=$OUT/speed 2>&1 | grep -v -i orbax | tail -60
-mv $OUT/speed/* $OUT/ 2>/dev/null; rmdir $OUT/speed 2>/dev/null
+while IFS='|' read -r name bench limit args; do
+  [ -z "$name" ] && continue
+  echo "== $name ($bench, ${limit}s): $args"
+  # shellcheck disable=SC2086
+  timeout "$limit" python3 tools/evaluate.py --bench="$bench" --out=/tmp/ev_$name $args 2>&1 \
+    | grep --line-buffered -E "psnr_y|rror" | tail -30
+  mkdir -p $OUT/$name
+  for f in results.md results.json kernels.png; do cp /tmp/ev_$name/$f $OUT/$name/ 2>/dev/null; done
+done <<< "${JOBS:-}"
+if [ "${SPEED_ARGS:-}" != skip ]; then
+  echo "== bench_speed ${SPEED_ARGS:-}"
+  # shellcheck disable=SC2086
+  timeout ${SPEED_TIMEOUT:-300} python3 tools/bench_speed.py --out=$OUT/speed ${SPEED_ARGS:-} 2>&1 \
+    | grep --line-buffered -v -i orbax | tail -40
+fi
 ls -la $OUT
