@@ -177,8 +177,9 @@ def make_timestep_runner(inner: Callable, inr: KernelINR, kernel_size: int, *,
   ``ts`` is a :class:`Timestep` of arrays of length n (a chunk of visited
   timesteps); each gets ``n_iter`` inner steps. ``trace`` holds, per timestep,
   the mean and last loss and the kernel after the timestep. ``'scan'``
-  compiles one call per (chunk length, n_iter); ``'loop'`` compiles one inner
-  step and loops in Python.
+  compiles one call per chunk length (``n_iter`` is a traced value, so the
+  first timestep's longer run shares the program); ``'loop'`` compiles one
+  inner step and loops in Python.
 
   ``batched=True`` runs N cases at once: ``state`` and ``data`` carry a
   leading case axis (``jax.vmap``), the key and timesteps are shared, and the
@@ -193,23 +194,24 @@ def make_timestep_runner(inner: Callable, inr: KernelINR, kernel_size: int, *,
     def chunk(state, key, ts, data, n_iter):
       def one_timestep(state, t):
         eps = timestep_noise(key, state)
-        # Carry the x̂0 and x_t of the latest inner iteration; keep every loss.
-        def body_keep_last(carry, _):
-          s, _, _, _ = carry
+        # Carry the x̂0 and x_t of the latest inner iteration and the loss sum. n_iter
+        # is traced (a while loop), so the first timestep's longer run reuses the program.
+        def body(_, carry):
+          s, total, _, _, _ = carry
           s, (loss, x0_hat, x_t) = inner(s, t, eps, data)
-          return (s, loss, x0_hat, x_t), loss
-        init = (state, jnp.zeros(()), state.x0_prev, state.x_t)
-        (state, last, x0_hat, x_t), losses = jax.lax.scan(body_keep_last, init, None,
-                                                         length=n_iter)
+          return s, total + loss, loss, x0_hat, x_t
+        zero = jnp.zeros((), jnp.float32)
+        init = (state, zero, zero, state.x0_prev, state.x_t)
+        state, total, last, x0_hat, x_t = jax.lax.fori_loop(0, n_iter, body, init)
         state = finish_timestep(state, x0_hat, x_t)
-        return state, {'loss_mean': jnp.mean(losses), 'loss_last': last,
+        return state, {'loss_mean': total / n_iter, 'loss_last': last,
                        'kernel': kernel_of(state)}
       return jax.lax.scan(one_timestep, state, ts)
 
-    @functools.partial(jax.jit, static_argnames=('n_iter',), donate_argnums=(0,))
+    @functools.partial(jax.jit, donate_argnums=(0,))
     def run(state, key, ts, n_iter, data):
-      return vmap(functools.partial(chunk, n_iter=n_iter), (0, None, None, 0))(
-          state, key, ts, data)
+      n_iter = jnp.asarray(n_iter, jnp.int32)
+      return vmap(chunk, (0, None, None, 0, None))(state, key, ts, data, n_iter)
     return run
 
   if driver == 'loop':

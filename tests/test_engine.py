@@ -157,6 +157,16 @@ class Phase2Test(absltest.TestCase):
     self.assertEqual(trace['loss_last'].shape, (2,))
     _assert_trees_close(self, out['scan'], out['loop'], atol=1e-5)
 
+  def test_scan_compiles_once_for_any_n_iter(self):
+    """The first timestep's n_iter_first and the later n_iter share one program."""
+    run = phase2.make_timestep_runner(self._inner(), self.inr, 9, driver='scan')
+    state = _copy(self.state0)
+    for t, n_iter in ((39, 3), (26, 2), (13, 2)):
+      ts = phase2.Timestep(jnp.array([t]), jnp.array([39]), jnp.array([t == 39]))
+      state, trace = run(state, _key(6), ts, n_iter, self.data)
+    self.assertEqual(int(state.step), 7)
+    self.assertEqual(run._cache_size(), 1)
+
   def test_known_kernel_is_used_and_inr_frozen(self):
     """Non-blind Phase 2: the loss uses the given kernel; the INR gets no update."""
     known = pipeline.known_kernel(kernels.filled_square(5, side=3), 9)
@@ -258,6 +268,25 @@ class PipelineTest(absltest.TestCase):
     config.seed = 1
     _, _, info4 = pipeline.super_resolve(lr, config, reuse_phase1=True, log=lambda m: None)
     self.assertNotIn('reused', info4['phase1'])
+
+
+class FinalProjectionTest(absltest.TestCase):
+
+  def test_projection_removes_the_lr_residual(self):
+    config = x4.get_config('tiny')
+    kernel = kernels.anisotropic_gaussian(9, sigmas=(2.0, 1.0))
+    hr_gt = _astronaut(64)
+    lr = np.asarray(degradation.downscale(hr_gt, kernel, 4))
+    start = np.asarray(degradation.bicubic_upscale(jnp.asarray(lr), 4))
+    residual = lambda hr: float(np.abs(np.asarray(degradation.downscale(hr, kernel, 4)) - lr).mean())
+    config.phase2.final_bp_reg = 0.0
+    np.testing.assert_array_equal(pipeline.final_projection(start, lr, kernel, config),
+                                  np.clip(start, 0, 1))
+    config.phase2.final_bp_reg = 1e-3
+    out = pipeline.final_projection(start, lr, kernel, config)
+    self.assertEqual(out.shape, start.shape)
+    self.assertLess(residual(out), 0.2 * residual(start))
+    self.assertGreater(metrics.psnr_y(out, hr_gt, border=8), metrics.psnr_y(start, hr_gt, border=8))
 
 
 class GuardedTest(absltest.TestCase):
