@@ -56,6 +56,10 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
        f'compute_dtype {config.compute_dtype!r} is not float32 or bfloat16')
   need(1 <= config.phase2.t_start <= config.diffusion.num_steps,
        f'phase2.t_start must be in [1, {config.diffusion.num_steps}]')
+  need(config.phase2.final_bp_reg >= 0,
+       f'phase2.final_bp_reg must be ≥ 0, got {config.phase2.final_bp_reg}')
+  need(config.phase2.final_bp_from in ('x0', 'bicubic'),
+       f"phase2.final_bp_from {config.phase2.final_bp_from!r} is not x0 or bicubic")
   for name in ('pd.steps', 'pd.batch', 'pd.chunk', 'phase2.stride', 'phase2.n_iter',
                'phase2.n_iter_first', 'phase2.chunk'):
     sec, field = name.split('.')

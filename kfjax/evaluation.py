@@ -274,7 +274,8 @@ def _one_line(e) -> str:
   return f'{type(e).__name__}: {first}' if first else type(e).__name__
 
 
-def _read_case_inputs(case: dict, scale: int):
+def read_case_inputs(case: dict, scale: int):
+  """A case's (LR, HR) images in [0, 1] and its GT kernel; checks HR = scale × LR."""
   lr01, _ = kio.read_image(case['lr'])
   hr01, _ = kio.read_image(case['hr'])
   gt_kernel = np.load(case['kernel_path'], allow_pickle=False).astype(np.float32)
@@ -590,7 +591,7 @@ def evaluate(bench_dir, config: ml_collections.ConfigDict, out_dir, *,
         continue
       if inputs is None:
         try:
-          inputs = _read_case_inputs(case, int(config.scale))
+          inputs = read_case_inputs(case, int(config.scale))
         except Exception as e:  # pylint: disable=broad-except
           inputs = e
       r = run_case_method(out_dir, case, m, config, inputs, checkpoints=checkpoints, log=log)

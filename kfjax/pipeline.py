@@ -233,16 +233,21 @@ def chunk_length(done: int, total: int, chunk: int) -> int:
 
 
 def final_projection(hr01, lr01, kernel, config) -> np.ndarray:
-  """The returned HR: x̂0, or with ``phase2.final_bp_reg`` > 0 its projection onto LR consistency.
+  """The returned HR: x̂0, or with ``phase2.final_bp_reg`` > 0 a final back-projection.
 
-  The projection is the minimum-norm correction of
-  :func:`kfjax.degradation.back_projection` started from x̂0 with the final
-  kernel: it keeps x̂0's detail where the LR says nothing and removes the LR
-  residual the inner steps leave (our addition, measured in docs/results.md).
+  The back-projection (:func:`kfjax.degradation.back_projection`, regulariser
+  ``final_bp_reg``) uses the final kernel and starts from x̂0
+  (``phase2.final_bp_from = 'x0'``: keeps x̂0's detail where the LR says
+  nothing and removes the LR residual the inner steps leave) or from the
+  bicubic upscale (``'bicubic'``: the diffusion only estimates the kernel).
+  Our addition, measured in docs/results.md.
   """
-  reg = config.phase2.final_bp_reg
-  if reg > 0:
-    hr01 = degradation.back_projection(lr01, kernel, config.scale, init=hr01, reg=reg)
+  c = config.phase2
+  if c.final_bp_reg > 0:
+    if c.final_bp_from not in ('x0', 'bicubic'):
+      raise ValueError(f"phase2.final_bp_from must be 'x0' or 'bicubic', got {c.final_bp_from!r}")
+    init = hr01 if c.final_bp_from == 'x0' else None
+    hr01 = degradation.back_projection(lr01, kernel, config.scale, init=init, reg=c.final_bp_reg)
   return np.clip(np.asarray(hr01, np.float32), 0.0, 1.0)
 
 

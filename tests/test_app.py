@@ -316,7 +316,9 @@ class ConfigAndPathErrorsTest(AppTestCase):
       ('kernel_size', 'kernel.size', 3, 'kernel.size'),
       ('mode', 'phase2.mode', 'bogus', 'phase2.mode'),
       ('t_start', 'phase2.t_start', 0, 't_start'),
-      ('steps', 'pd.steps', 0, 'pd.steps'))
+      ('steps', 'pd.steps', 0, 'pd.steps'),
+      ('final_bp_from', 'phase2.final_bp_from', 'x1', 'final_bp_from'),
+      ('final_bp_reg', 'phase2.final_bp_reg', -1.0, 'final_bp_reg'))
   def test_invalid_config(self, field, value, words):
     config = _tiny()
     sec, _, name = field.rpartition('.')

@@ -287,6 +287,14 @@ class FinalProjectionTest(absltest.TestCase):
     self.assertEqual(out.shape, start.shape)
     self.assertLess(residual(out), 0.2 * residual(start))
     self.assertGreater(metrics.psnr_y(out, hr_gt, border=8), metrics.psnr_y(start, hr_gt, border=8))
+    # From 'bicubic' it is the non-blind back-projection, whatever x̂0 was.
+    config.phase2.final_bp_from = 'bicubic'
+    np.testing.assert_allclose(pipeline.final_projection(np.zeros_like(start), lr, kernel, config),
+                               np.clip(degradation.back_projection(lr, kernel, 4), 0, 1),
+                               atol=1e-6)
+    config.phase2.final_bp_from = 'nope'
+    with self.assertRaisesRegex(ValueError, 'final_bp_from'):
+      pipeline.final_projection(start, lr, kernel, config)
 
 
 class GuardedTest(absltest.TestCase):

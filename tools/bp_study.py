@@ -1,0 +1,99 @@
+r"""Back-projection studies behind docs/results.md (no training; seconds on a CPU).
+
+  # How well does a *generic* kernel do? Back-projection with isotropic Gaussians.
+  python tools/bp_study.py --bench=bench/mini --study=gaussian --out=bench/bp_gauss.json
+
+  # What would a final projection onto LR consistency (config phase2.final_bp_reg) give?
+  # Applies it post hoc to the kernelfusion outputs of an evaluate.py folder.
+  python tools/bp_study.py --bench=bench/mini --study=projection \
+      --eval_dir=bench/mini_eval --out=bench/bp_proj.json
+
+Prints a table of mean psnr_y per setting and writes every per-case value to --out.
+"""
+
+import json
+import os
+import sys
+
+from absl import app, flags
+import numpy as np
+
+_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if _REPO not in sys.path:
+  sys.path.insert(0, _REPO)
+
+from kfjax import degradation, evaluation, io, metrics  # pylint: disable=wrong-import-position
+
+_BENCH = flags.DEFINE_string('bench', None, 'Benchmark folder.')
+_STUDY = flags.DEFINE_enum('study', 'gaussian', ['gaussian', 'projection'], 'Which study.')
+_EVAL_DIR = flags.DEFINE_string('eval_dir', None, 'evaluate.py output folder (projection).')
+_SIGMAS = flags.DEFINE_list('sigmas', ['1', '1.5', '2', '2.5', '3', '4'],
+                            'Gaussian std devs in HR pixels (gaussian).')
+_REGS = flags.DEFINE_list('regs', ['0.001', '0.01', '0.03', '0.1', '0.3'],
+                          'BP regularisers λ (relative, as in back_projection).')
+_OUT = flags.DEFINE_string('out', None, 'JSON file with every per-case value.')
+
+
+def gaussian_kernel(sigma: float, size: int = 33) -> np.ndarray:
+  """An isotropic Gaussian on a size×size support, summing to 1."""
+  r = np.arange(size) - (size - 1) / 2
+  g = np.exp(-r ** 2 / (2 * sigma ** 2))
+  k = np.outer(g, g)
+  return k / k.sum()
+
+
+def case_settings(study, case, lr01, gt_kernel, scale):
+  """{setting name: HR estimate} for one case."""
+  out = {'bicubic': degradation.bicubic_upscale(lr01, scale),
+         'bp_gt': degradation.back_projection(lr01, gt_kernel, scale)}
+  regs = [float(r) for r in _REGS.value]
+  for reg in regs:
+    out[f'bp_gt_reg_{reg:g}'] = degradation.back_projection(lr01, gt_kernel, scale, reg=reg)
+  if study == 'gaussian':
+    for s in (float(v) for v in _SIGMAS.value):
+      for reg in regs:
+        out[f'gauss_{s:g}_reg_{reg:g}'] = degradation.back_projection(
+            lr01, gaussian_kernel(s), scale, reg=reg)
+    return out
+  d = evaluation.method_dir(_EVAL_DIR.value, case['id'], 'kernelfusion')
+  kf, _ = io.read_image(os.path.join(d, 'hr.png'))
+  kernel = np.load(os.path.join(d, 'kernel.npy'))
+  out['kernelfusion'] = kf
+  for reg in regs:
+    out[f'kf_proj_reg_{reg:g}'] = degradation.back_projection(lr01, kernel, scale, init=kf,
+                                                              reg=reg)
+    out[f'bp_est_reg_{reg:g}'] = degradation.back_projection(lr01, kernel, scale, reg=reg)
+  return out
+
+
+def main(argv):
+  del argv
+  if not _BENCH.value or not _OUT.value:
+    sys.exit('bp_study: error: --bench and --out are required')
+  if _STUDY.value == 'projection' and not _EVAL_DIR.value:
+    sys.exit('bp_study: error: --study=projection needs --eval_dir')
+  manifest = evaluation.load_benchmark(_BENCH.value)
+  scale = manifest['scale']
+  rows = {}
+  for case in manifest['cases']:
+    if _STUDY.value == 'projection' and not os.path.isfile(os.path.join(
+        evaluation.method_dir(_EVAL_DIR.value, case['id'], 'kernelfusion'), 'metrics.json')):
+      continue
+    lr01, hr01, gt_kernel = evaluation.read_case_inputs(case, scale)
+    hrs = case_settings(_STUDY.value, case, lr01, gt_kernel, scale)
+    rows[case['id']] = {k: metrics.image_metrics(np.clip(np.asarray(v), 0, 1), hr01,
+                                                 scale)['psnr_y'] for k, v in hrs.items()}
+    print(case['id'], ' '.join(f'{k} {v:.2f}' for k, v in rows[case['id']].items()), flush=True)
+  if not rows:
+    sys.exit('bp_study: error: no cases to study')
+  names = list(next(iter(rows.values())))
+  means = {k: float(np.mean([r[k] for r in rows.values()])) for k in names}
+  print(f'\nmean psnr_y over {len(rows)} cases:')
+  for k in names:
+    print(f'  {k:28s} {means[k]:.3f}')
+  io.atomic_write_text(_OUT.value, json.dumps({'command': ' '.join(sys.argv), 'cases': rows,
+                                               'mean': means}, indent=1) + '\n')
+
+
+if __name__ == '__main__':
+  app.run(main)

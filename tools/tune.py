@@ -1,0 +1,98 @@
+r"""Small controlled tuning runs: config variants on centre crops of benchmark cases.
+
+Each variant is a set of config overrides applied to a base config; every
+variant runs on the same cases with the same seed, and one JSON line per
+(case, variant) is appended to --out (psnr_y, kernel_nerr, bp_est psnr_y,
+final LR loss, seconds). This is the tool behind the tuning log of
+docs/results.md.
+
+  python tools/tune.py --bench=bench/mini --cases=im_2__levin09_k1,im_30__l_shape \
+      --lr_crop=32 --out=bench/tune.jsonl \
+      --variants='{"base": {}, "t50": {"phase2.t_start": 50, "phase2.stride": 5}}'
+
+Special keys in a variant: "_gt_kernel": true runs Phase 2 with the GT kernel
+(non-blind oracle); "_kernel_file": "path/{case}.npy" with a given kernel.
+"""
+
+import json
+import os
+import sys
+import time
+
+from absl import app, flags
+import numpy as np
+
+_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if _REPO not in sys.path:
+  sys.path.insert(0, _REPO)
+
+from configs import x4  # pylint: disable=wrong-import-position
+from kfjax import degradation, evaluation, metrics, pipeline  # pylint: disable=wrong-import-position
+
+_BENCH = flags.DEFINE_string('bench', None, 'Benchmark folder (tools/make_benchmark.py).')
+_CASES = flags.DEFINE_list('cases', [], 'Case ids (default: all).')
+_LR_CROP = flags.DEFINE_integer('lr_crop', 0, 'Centre-crop the LR to this size (0: whole).')
+_BASE = flags.DEFINE_string('base', 'cpu', 'Variant of configs/x4.py the overrides apply to.')
+_VARIANTS = flags.DEFINE_string('variants', '{"base": {}}',
+                                'JSON {name: {"section.field": value, ...}}.')
+_OUT = flags.DEFINE_string('out', None, 'JSON-lines file the results are appended to.')
+
+
+def centre_crop(lr01, hr01, size: int, scale: int):
+  """The centre size×size LR crop and the matching HR crop."""
+  if not size:
+    return lr01, hr01
+  y, x = (lr01.shape[0] - size) // 2, (lr01.shape[1] - size) // 2
+  return (lr01[y:y + size, x:x + size],
+          hr01[scale * y: scale * (y + size), scale * x: scale * (x + size)])
+
+
+def run_variant(lr01, hr01, gt_kernel, case_id, base, overrides):
+  """One tuning run; returns its metrics."""
+  overrides = dict(overrides)
+  config = x4.get_config(base)
+  gt = overrides.pop('_gt_kernel', False)
+  kfile = overrides.pop('_kernel_file', None)
+  for key, value in overrides.items():
+    section, field = key.split('.')
+    config[section][field] = value
+  known = (np.load(kfile.format(case=case_id)) if kfile else gt_kernel if gt else None)
+  t0 = time.time()
+  hr, kernel, info = pipeline.super_resolve(lr01, config, kernel=known, log=lambda m: None)
+  bp_est = degradation.back_projection(lr01, kernel, config.scale)
+  return {'psnr_y': metrics.image_metrics(hr, hr01, config.scale)['psnr_y'],
+          'kernel_nerr': metrics.kernel_metrics(kernel, gt_kernel)['kernel_nerr'],
+          'bp_est_psnr_y': metrics.image_metrics(np.asarray(bp_est), hr01,
+                                                 config.scale)['psnr_y'],
+          'loss_last': info['phase2']['loss_last'][-1], 'seconds': time.time() - t0}
+
+
+def main(argv):
+  del argv
+  if not _BENCH.value or not _OUT.value:
+    sys.exit('tune: error: --bench and --out are required')
+  variants = json.loads(_VARIANTS.value)
+  manifest = evaluation.load_benchmark(_BENCH.value)
+  cases = evaluation.select_cases(manifest, _CASES.value)
+  for case in cases:
+    lr01, hr01, gt_kernel = evaluation.read_case_inputs(case, manifest['scale'])
+    lr01, hr01 = centre_crop(lr01, hr01, _LR_CROP.value, manifest['scale'])
+    base = {'bicubic': metrics.image_metrics(
+                np.asarray(degradation.bicubic_upscale(lr01, manifest['scale'])), hr01,
+                manifest['scale'])['psnr_y'],
+            'bp_gt': metrics.image_metrics(
+                np.asarray(degradation.back_projection(lr01, gt_kernel, manifest['scale'])),
+                hr01, manifest['scale'])['psnr_y']}
+    print(f'{case["id"]}: bicubic {base["bicubic"]:.2f}, bp_gt {base["bp_gt"]:.2f}', flush=True)
+    for name, overrides in variants.items():
+      r = run_variant(lr01, hr01, gt_kernel, case['id'], _BASE.value, overrides)
+      print(f'  {name}: psnr_y {r["psnr_y"]:.2f}, kernel_nerr {r["kernel_nerr"]:.3f}, '
+            f'bp_est {r["bp_est_psnr_y"]:.2f}, {r["seconds"]:.0f} s', flush=True)
+      line = {'case': case['id'], 'variant': name, 'overrides': overrides,
+              'base': _BASE.value, 'lr_crop': _LR_CROP.value, **base, **r}
+      with open(_OUT.value, 'a', encoding='utf-8') as f:
+        f.write(json.dumps(line) + '\n')
+
+
+if __name__ == '__main__':
+  app.run(main)
