@@ -2,7 +2,9 @@
 
 For each LR image, ``OUT/<stem>/`` receives ``hr.png``, ``kernel.npy``,
 ``kernel.mat`` (key ``Kernel``), ``kernel.png``, ``config.json``,
-``metrics.json``, ``report.png`` and ``checkpoints/``. ``metrics.json`` is
+``metrics.json``, ``report.png``, ``kernel_trace.npy``, ``hr_diffusion.png``
+(x̂0 before the final back-projection, when ``phase2.final_bp_reg`` > 0) and
+``checkpoints/``. ``metrics.json`` is
 written last, so its presence marks a finished image; such an image is skipped
 unless ``overwrite`` is set. A folder run also writes ``OUT/summary.csv``.
 """
@@ -251,12 +253,14 @@ def process(lr, name: str, out_root: Path, config, *, info: io.ImageInfo | None 
                                                       gt=gt, gt_kernel=gt_kernel))
   if 'kernel_trace' in run_info['phase2']:
     io.atomic_save_npy(out / 'kernel_trace.npy', run_info['phase2']['kernel_trace'])
+  if 'hr_diffusion' in run_info['phase2']:     # x̂0 before the final back-projection
+    io.write_image(out / 'hr_diffusion.png', run_info['phase2']['hr_diffusion'], info)
   io.atomic_write_text(out / 'metrics.json', _json(result))   # last: marks the image done
   return {'image': name, 'status': 'ok', **_row_metrics(result)}
 
 
 def _trim(info: dict) -> dict:
-  return {k: v for k, v in info.items() if k != 'kernel_trace'}
+  return {k: v for k, v in info.items() if k not in ('kernel_trace', 'hr_diffusion')}
 
 
 def _row_metrics(result: dict) -> dict:

@@ -299,7 +299,10 @@ def run_phase2(lr, pd_params, config, key, *, kernel=None,
     info.update(t=plan.t[total - len(cat['loss_last']):].tolist(),
                 loss_mean=cat['loss_mean'].tolist(), loss_last=cat['loss_last'].tolist(),
                 kernel_trace=cat['kernel'][::every])
-  hr = final_projection(phase2.output_image(state), (lr + 1.0) / 2.0, kernel, config)
+  x0 = phase2.output_image(state)
+  hr = final_projection(x0, (lr + 1.0) / 2.0, kernel, config)
+  if c.final_bp_reg > 0:
+    info['hr_diffusion'] = x0          # the reverse diffusion's own estimate x̂0, for reference
   return hr, kernel, info
 
 

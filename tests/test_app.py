@@ -26,7 +26,7 @@ from kfjax import app, degradation, io, pipeline
 
 LR_SIZE = 32
 OUTPUTS = ('hr.png', 'kernel.npy', 'kernel.mat', 'kernel.png', 'config.json', 'metrics.json',
-           'report.png')
+           'report.png', 'hr_diffusion.png')
 
 
 def _tiny():
@@ -70,7 +70,8 @@ class FakePipeline:
     kernel[k // 2, k // 2] = 1.0
     info = {'backend': 'cpu', 'device': 'fake',
             'phase1': {'steps': 0, 'seconds': 0.0, 'resumed': False},
-            'phase2': {'seconds': 0.0, 'timesteps': 0, 'loss_last': [0.5]}}
+            'phase2': {'seconds': 0.0, 'timesteps': 0, 'loss_last': [0.5],
+                       'hr_diffusion': hr}}
     return hr, kernel, info
 
 

@@ -26,7 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
 MAIN = str(REPO / 'main.py')
 TINY = '--config=configs/x4.py:tiny'
 OUTPUTS = ('hr.png', 'kernel.npy', 'kernel.mat', 'kernel.png', 'config.json', 'metrics.json',
-           'report.png')
+           'report.png', 'hr_diffusion.png')
 
 # Resume tests: Phase 1 saves every 10 of 80 steps, Phase 2 after each of its 10 timesteps.
 RESUME_ARGS = ('--config.pd.steps=80', '--config.pd.chunk=10', '--config.pd.save_every=10',

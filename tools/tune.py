@@ -36,6 +36,8 @@ _BASE = flags.DEFINE_string('base', 'cpu', 'Variant of configs/x4.py the overrid
 _VARIANTS = flags.DEFINE_string('variants', '{"base": {}}',
                                 'JSON {name: {"section.field": value, ...}}.')
 _OUT = flags.DEFINE_string('out', None, 'JSON-lines file the results are appended to.')
+_BP_REGS = flags.DEFINE_list('bp_regs', ['0.001'], 'Regularisers of the back-projection with '
+                             'the estimated kernel (bp_est, from bicubic) to report.')
 
 
 def centre_crop(lr01, hr01, size: int, scale: int):
@@ -59,12 +61,14 @@ def run_variant(lr01, hr01, gt_kernel, case_id, base, overrides):
   known = (np.load(kfile.format(case=case_id)) if kfile else gt_kernel if gt else None)
   t0 = time.time()
   hr, kernel, info = pipeline.super_resolve(lr01, config, kernel=known, log=lambda m: None)
-  bp_est = degradation.back_projection(lr01, kernel, config.scale)
+  seconds = time.time() - t0
+  bp_est = {reg: metrics.image_metrics(np.asarray(degradation.back_projection(
+      lr01, kernel, config.scale, reg=float(reg))), hr01, config.scale)['psnr_y']
+            for reg in _BP_REGS.value}
   return {'psnr_y': metrics.image_metrics(hr, hr01, config.scale)['psnr_y'],
           'kernel_nerr': metrics.kernel_metrics(kernel, gt_kernel)['kernel_nerr'],
-          'bp_est_psnr_y': metrics.image_metrics(np.asarray(bp_est), hr01,
-                                                 config.scale)['psnr_y'],
-          'loss_last': info['phase2']['loss_last'][-1], 'seconds': time.time() - t0}
+          'bp_est_psnr_y': bp_est, 'loss_last': info['phase2']['loss_last'][-1],
+          'seconds': seconds}
 
 
 def main(argv):
@@ -86,8 +90,9 @@ def main(argv):
     print(f'{case["id"]}: bicubic {base["bicubic"]:.2f}, bp_gt {base["bp_gt"]:.2f}', flush=True)
     for name, overrides in variants.items():
       r = run_variant(lr01, hr01, gt_kernel, case['id'], _BASE.value, overrides)
-      print(f'  {name}: psnr_y {r["psnr_y"]:.2f}, kernel_nerr {r["kernel_nerr"]:.3f}, '
-            f'bp_est {r["bp_est_psnr_y"]:.2f}, {r["seconds"]:.0f} s', flush=True)
+      bp = ', '.join(f'bp_est(λ {k}) {v:.2f}' for k, v in r['bp_est_psnr_y'].items())
+      print(f'  {name}: psnr_y {r["psnr_y"]:.2f}, kernel_nerr {r["kernel_nerr"]:.3f}, {bp}, '
+            f'{r["seconds"]:.0f} s', flush=True)
       line = {'case': case['id'], 'variant': name, 'overrides': overrides,
               'base': _BASE.value, 'lr_crop': _LR_CROP.value, **base, **r}
       with open(_OUT.value, 'a', encoding='utf-8') as f:
