@@ -8,10 +8,11 @@ Usage:
 
 Measured runtimes (2026-11-26; details in docs/speed.md):
   tiny     2-core CPU, embedded demo (32×32 LR → 128×128):     ~30 s cold, ~13 s when re-run
-  cpu      2-core CPU, embedded demo (64×64 LR → 256×256):     2 min 34 s (Phase 1 36 s, Phase 2 ~100 s)
-  cpu      NVIDIA H200, one 64×64 LR blind144 crop case:       ~2–6 s (compile excluded)
-  default  NVIDIA H200, one 64×64 LR case with pd.steps=5000:  ~15 s (Phase 1 ~10 s, Phase 2 ~5 s);
-           with the default 10k PD steps expect ~25 s. A full DIV2K-size image is not measured yet.
+  cpu      2-core CPU, embedded demo (64×64 LR → 256×256):     2 min 34 s alone (T_nd 25); 6 min 9 s
+           with two other jobs on the 2 cores (T_nd 100); ~2.3 min per blind144 crop case alone
+  cpu      NVIDIA H100, one 64×64 LR blind144 crop case:       ~1.6–6.5 s (compile included)
+  default  NVIDIA H100, one Phase-2 inner step at HR 2048×1344: 79.5 ms in bf16; a DIV2K-size
+           image end to end is not measured (derived: ~30–40 s warm, ~150 s cold).
 """
 
 import ml_collections
