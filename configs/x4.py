@@ -8,8 +8,8 @@ Usage:
 
 Measured runtimes (2026-11-26; details in docs/speed.md):
   tiny     2-core CPU, embedded demo (32×32 LR → 128×128):     ~30 s cold, ~13 s when re-run
-  cpu      2-core CPU, embedded demo (64×64 LR → 256×256):     2 min 34 s alone (T_nd 25); 6 min 9 s
-           with two other jobs on the 2 cores (T_nd 100); ~2.3 min per blind144 crop case alone
+  cpu      2-core CPU, embedded demo (64×64 LR → 256×256):     2 min 27 s; ~2.3 min per blind144
+           crop case
   cpu      NVIDIA H100, one 64×64 LR blind144 crop case:       ~1.6–6.5 s (compile included)
   default  NVIDIA H100, one Phase-2 inner step at HR 2048×1344: 79.5 ms in bf16; a DIV2K-size
            image end to end is not measured (derived: ~30–40 s warm, ~150 s cold).
