@@ -330,7 +330,9 @@ def super_resolve(lr01, config: ml_collections.ConfigDict, *, kernel=None,
 
   Returns:
     ``(hr, kernel, info)``: the (h·s, w·s, 3) HR image in [0, 1], the (K, K)
-    kernel (sums to 1), and a dict with per-phase timings and loss traces.
+    kernel (sums to 1), and a dict with per-phase timings and loss traces (and,
+    when ``phase2.final_bp_reg`` > 0, ``info['phase2']['hr_diffusion']``: the
+    diffusion's x̂0 before the final back-projection).
   """
   lr01 = np.asarray(lr01, np.float32)
   lr = jnp.asarray(lr01 * 2.0 - 1.0)
