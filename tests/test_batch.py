@@ -38,30 +38,31 @@ class BatchTest(absltest.TestCase):
   @classmethod
   def setUpClass(cls):
     super().setUpClass()
-    cls.lrs = np.random.default_rng(0).random((2, 20, 20, 3)).astype(np.float32)
+    # 4 cases: the sharded test splits them over 4 forced host devices (one case each).
+    cls.lrs = np.random.default_rng(0).random((4, 20, 20, 3)).astype(np.float32)
     cls.config, cls.overrides = _config()
     cls.hrs, cls.kernels, cls.info = pipeline.super_resolve_batch(cls.lrs, cls.config,
                                                                   log=lambda m: None)
 
   def test_batched_equals_one_by_one(self):
-    self.assertEqual(self.hrs.shape, (2, 80, 80, 3))
+    self.assertEqual(self.hrs.shape, (4, 80, 80, 3))
     for i in range(2):
       hr, kernel, _ = pipeline.super_resolve(self.lrs[i], self.config, log=lambda m: None)
       np.testing.assert_allclose(self.hrs[i], hr, atol=1e-5)
       np.testing.assert_allclose(self.kernels[i], kernel, atol=1e-6)
     self.assertFalse(np.allclose(self.hrs[0], self.hrs[1]))   # the cases really differ
 
-  def test_sharded_over_two_devices_equals_one_device(self):
+  def test_sharded_over_four_devices_equals_one_device(self):
     with tempfile.TemporaryDirectory() as tmp:
       path = os.path.join(tmp, 'lrs.npy')
       np.save(path, self.lrs)
       env = dict(os.environ, JAX_PLATFORMS='cpu',
-                 XLA_FLAGS='--xla_force_host_platform_device_count=2',
+                 XLA_FLAGS='--xla_force_host_platform_device_count=4',
                  PYTHONPATH=REPO + os.pathsep + os.environ.get('PYTHONPATH', ''))
       subprocess.run([sys.executable, '-c', _SHARDED, path, json.dumps(self.overrides)],
                      check=True, cwd=REPO, env=env, capture_output=True, timeout=300)
       out = np.load(path + '.out.npz')
-      self.assertEqual(int(out['devices']), 2)
+      self.assertEqual(int(out['devices']), 4)
       np.testing.assert_allclose(out['hrs'], self.hrs, atol=1e-5)
       np.testing.assert_allclose(out['ks'], self.kernels, atol=1e-6)
     self.assertEqual(self.info['devices'], 1)
