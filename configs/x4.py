@@ -90,12 +90,17 @@ def get_config(arg=None):
   c.io = ml_collections.ConfigDict()
   c.io.max_hr_pixels = 2048 * 2048   # refuse larger HR outputs (memory guard); see center_crop
   c.io.center_crop = 0           # if > 0, centre-crop the LR input to this size (square) first
+  c.io.size_bucket = 0           # > 0: pad the LR (mirrored, bottom/right) to multiples of this
+                                 #   many px, so a folder of similar sizes compiles once; the
+                                 #   padding is kept out of both phases' losses and the outputs.
+                                 #   0 = off (CPU variants: compiling is cheap there, padding not)
 
   c.demo = ml_collections.ConfigDict()     # the embedded demo (main.py without --input)
   c.demo.hr_size = 512           # HR crop of scikit-image's astronaut (LR = hr_size / scale)
 
   if variant == 'default':
     c.compute_dtype = 'bfloat16'
+    c.io.size_bucket = 32        # DIV2K's LR sides (510 × 255–384) fall in few buckets [default]
   elif variant == 'cpu':
     # Measured on blind144 crop cases (docs/results.md, tuning log): lr 1e-3 with a short
     # EMA trains a usable PD in 600 steps (t=100 denoising 15.3 → 28.0 dB; lr 1e-4: 16.2 dB).

@@ -62,6 +62,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
        f'phase2.final_bp_reg must be ≥ 0, got {config.phase2.final_bp_reg}')
   need(config.phase2.final_bp_from in ('x0', 'bicubic'),
        f"phase2.final_bp_from {config.phase2.final_bp_from!r} is not x0 or bicubic")
+  need(config.io.size_bucket >= 0, f'io.size_bucket must be ≥ 0, got {config.io.size_bucket}')
   for name in ('pd.steps', 'pd.batch', 'pd.chunk', 'phase2.stride', 'phase2.n_iter',
                'phase2.n_iter_first', 'phase2.chunk'):
     sec, field = name.split('.')

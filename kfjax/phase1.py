@@ -47,9 +47,16 @@ def _dihedral(x, k):
   return jax.lax.switch(k % 4, [lambda z, r=r: jnp.rot90(z, r) for r in range(4)], x)
 
 
-def random_crops(key, image, *, crop: int, batch: int, augment: bool = True):
-  """``batch`` random crop×crop windows of an (H, W, C) image, randomly flipped/rotated."""
+def random_crops(key, image, *, crop: int, batch: int, augment: bool = True, valid_hw=None):
+  """``batch`` random crop×crop windows of an (H, W, C) image, randomly flipped/rotated.
+
+  ``valid_hw`` (optional, may be traced): only the top-left (h, w) pixels are
+  real (the rest is padding, see :func:`kfjax.pipeline.pad_to_bucket`); windows
+  are drawn inside them. Omitted, it is the whole image; the draws are the same.
+  """
   h, w, c = image.shape
+  if valid_hw is not None:
+    h, w = valid_hw[0], valid_hw[1]
   ky, kx, ka = jax.random.split(key, 3)
   ys = jax.random.randint(ky, (batch,), 0, h - crop + 1)
   xs = jax.random.randint(kx, (batch,), 0, w - crop + 1)
@@ -77,7 +84,10 @@ def make_train_step(model: PatchDiffusion, optimizer, schedule: diffusion.Schedu
     ema_decay: EMA decay of the weights used by Phase 2.
     augment: apply random flips and 90° rotations.
 
-  The step's ``image`` is the LR image, (H, W, 3) in [−1, 1].
+  The step's ``image`` is the LR image, (H, W, 3) in [−1, 1], or a pair
+  ``(image, valid_hw)`` for a padded image whose real pixels are the top-left
+  ``valid_hw`` = (h, w) (an int32 array: images of one padded size share the
+  compiled step).
   """
 
   def loss_fn(params, x0, t, eps):
@@ -89,7 +99,8 @@ def make_train_step(model: PatchDiffusion, optimizer, schedule: diffusion.Schedu
 
   def step(state: PDState, rng, image):
     k_crop, k_t, k_eps = jax.random.split(rng, 3)
-    x0 = random_crops(k_crop, image, crop=crop, batch=batch, augment=augment)
+    image, valid_hw = image if isinstance(image, tuple) else (image, None)
+    x0 = random_crops(k_crop, image, crop=crop, batch=batch, augment=augment, valid_hw=valid_hw)
     t = jax.random.randint(k_t, (batch,), 0, t_max)
     eps = jax.random.normal(k_eps, x0.shape)
     loss, grads = jax.value_and_grad(loss_fn)(state.params, x0, t, eps)

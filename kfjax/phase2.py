@@ -7,7 +7,7 @@ single LR-consistency loss (SPEC §1):
     x_t = √ᾱ_t·U_θ(x0_prev) + √(1−ᾱ_t)·ε_t        # 'fixed' re-noising rule
     x̂0  = U_θ(x0_from_v(x_t, PD(x_t, t)))          # PD frozen, differentiable in x_t
     k̂   = normalise(INR_φ(grid))
-    L   = MSE(LR, downscale(x̂0, k̂, s))
+    L   = MSE(LR, downscale(x̂0, k̂, s))           # over the real LR pixels
 
 then ``x0_prev ← stop_gradient(x̂0)``. The ablation ``mode`` and the re-noising
 rule are arguments; see :func:`make_inner_step`.
@@ -54,10 +54,13 @@ class Data(NamedTuple):
 
   ``kernel`` (optional) makes the run non-blind: the loss uses this known
   (K, K) kernel instead of the INR's (which then gets no gradient).
+  ``lr_mask`` (optional) marks the real LR pixels of a padded image
+  (:func:`kfjax.pipeline.pad_to_bucket`); the loss averages over them only.
   """
   lr: jnp.ndarray            # (h, w, 3) LR image in [−1, 1]
   pd_params: Any             # frozen PD (EMA) params; None for the modes without PD
   kernel: Any = None         # known (K, K) kernel summing to 1, or None (blind: the INR's)
+  lr_mask: Any = None        # (h, w, 1): 1 on real LR pixels, 0 on padding; None: all real
 
 
 class Timestep(NamedTuple):
@@ -144,7 +147,10 @@ def make_inner_step(unet: UNet, inr: KernelINR, pd: PatchDiffusion | None, optim
     kernel = (render_kernel(inr, params['inr'], kernel_size) if data.kernel is None
               else data.kernel)
     pred = degradation.downscale(x0_hat[0].astype(jnp.float32), kernel, scale)
-    return jnp.mean((pred - data.lr) ** 2), (x0_hat, x_t)
+    sq = (pred - data.lr) ** 2
+    if data.lr_mask is None:
+      return jnp.mean(sq), (x0_hat, x_t)
+    return jnp.sum(sq * data.lr_mask) / (jnp.sum(data.lr_mask) * sq.shape[-1]), (x0_hat, x_t)
 
   def inner(state: P2State, ts: Timestep, eps, data: Data):
     params = {'unet': state.unet_params, 'inr': state.inr_params}

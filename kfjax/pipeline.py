@@ -183,11 +183,18 @@ PHASE1_SECTIONS = ('diffusion', 'pd', 'compute_dtype')
 PHASE2_SECTIONS = ('scale', 'diffusion', 'pd', 'unet', 'kernel', 'phase2', 'compute_dtype')
 
 
-def run_phase1(lr, config, key, *, ckpt: StateCheckpointer | None = None,
+def run_phase1(lr, config, key, *, valid_hw: tuple[int, int] | None = None,
+               ckpt: StateCheckpointer | None = None,
                log: Callable = logging.info) -> tuple[Any, dict]:
-  """Trains PD on the LR image (in [−1, 1]); returns the EMA params and info."""
+  """Trains PD on the LR image (in [−1, 1]); returns the EMA params and info.
+
+  ``valid_hw``: the real (h, w) of a padded LR (:func:`pad_to_bucket`); crops
+  are drawn inside it, so the result equals the unpadded run's.
+  """
   c = config.pd
-  crop = min(c.crop, lr.shape[0], lr.shape[1])
+  h, w = valid_hw or lr.shape[:2]
+  crop = min(c.crop, h, w)
+  image = lr if valid_hw is None else (lr, jnp.asarray(valid_hw, jnp.int32))
   pd, optimizer, run, chunk, driver = _phase1_fns(_sections_json(config, PHASE1_SECTIONS), crop)
   state = phase1.init_state(pd, optimizer, jax.random.fold_in(key, 0), crop)
   done = 0
@@ -201,7 +208,7 @@ def run_phase1(lr, config, key, *, ckpt: StateCheckpointer | None = None,
   progress = _Progress('Phase 1', c.steps, 'steps', log)
   losses, t0 = [], time.time()
   while done < c.steps:
-    state, loss = guarded(run, state, train_key, lr, what='Phase 1')
+    state, loss = guarded(run, state, train_key, image, what='Phase 1')
     done = int(state.step)
     losses.append(float(loss))
     progress.update(done, losses[-1])
@@ -232,6 +239,21 @@ def chunk_length(done: int, total: int, chunk: int) -> int:
   return 1 if done == 0 or total - done < chunk else chunk
 
 
+def pad_to_bucket(lr01, bucket: int) -> tuple[np.ndarray, tuple[int, int] | None]:
+  """Pads an (h, w, C) LR image up to multiples of ``bucket`` pixels (mirror padding at the
+  bottom and right), so images of similar sizes share compiled programs (``io.size_bucket``).
+
+  Returns ``(padded, (h, w))``, or ``(lr01, None)`` when ``bucket`` is 0 or the
+  sides are multiples already. The pipeline draws Phase-1 crops inside the real
+  pixels, masks the padding out of the Phase-2 loss and crops the outputs back.
+  """
+  h, w = lr01.shape[:2]
+  ph, pw = (-h) % bucket if bucket else 0, (-w) % bucket if bucket else 0
+  if not ph and not pw:
+    return lr01, None
+  return np.pad(lr01, ((0, ph), (0, pw), (0, 0)), mode='symmetric'), (h, w)
+
+
 def final_projection(hr01, lr01, kernel, config) -> np.ndarray:
   """The returned HR: x̂0, or with ``phase2.final_bp_reg`` > 0 a final back-projection.
 
@@ -252,19 +274,25 @@ def final_projection(hr01, lr01, kernel, config) -> np.ndarray:
 
 
 def run_phase2(lr, pd_params, config, key, *, kernel=None,
+               valid_hw: tuple[int, int] | None = None,
                ckpt: StateCheckpointer | None = None,
                log: Callable = logging.info) -> tuple[np.ndarray, np.ndarray, dict]:
   """Reverse diffusion at HR size; returns the HR image in [0, 1], the kernel and info.
 
   With ``kernel`` (a known (k, k) kernel) the run is non-blind: that kernel is
-  used in the loss and returned (see :func:`known_kernel`).
+  used in the loss and returned (see :func:`known_kernel`). ``valid_hw``: the
+  real (h, w) of a padded LR (:func:`pad_to_bucket`): the loss ignores the
+  padding and the returned images cover the real pixels only.
   """
   c = config.phase2
   models, optimizer, run, schedule, driver = _phase2_fns(
       _sections_json(config, PHASE2_SECTIONS))
   if kernel is not None:
     kernel = known_kernel(kernel, config.kernel.size)
-  data = phase2.Data(lr=lr, pd_params=pd_params, kernel=kernel)
+  mask = None
+  if valid_hw is not None:
+    mask = jnp.zeros(lr.shape[:2] + (1,), jnp.float32).at[:valid_hw[0], :valid_hw[1]].set(1.0)
+  data = phase2.Data(lr=lr, pd_params=pd_params, kernel=kernel, lr_mask=mask)
   plan = phase2.timestep_plan(t_start=min(c.t_start, schedule.num_steps), stride=c.stride)
   total = len(plan.t)
   state = phase2.init_state(models.unet, models.inr, optimizer, jax.random.fold_in(key, 0),
@@ -299,8 +327,11 @@ def run_phase2(lr, pd_params, config, key, *, kernel=None,
     info.update(t=plan.t[total - len(cat['loss_last']):].tolist(),
                 loss_mean=cat['loss_mean'].tolist(), loss_last=cat['loss_last'].tolist(),
                 kernel_trace=cat['kernel'][::every])
-  x0 = phase2.output_image(state)
-  hr = final_projection(x0, (lr + 1.0) / 2.0, kernel, config)
+  x0, lr01 = phase2.output_image(state), (np.asarray(lr) + 1.0) / 2.0
+  if valid_hw is not None:
+    h, w = valid_hw
+    x0, lr01 = x0[:h * config.scale, :w * config.scale], lr01[:h, :w]
+  hr = final_projection(x0, lr01, kernel, config)
   if c.final_bp_reg > 0:
     info['hr_diffusion'] = x0          # the reverse diffusion's own estimate x̂0, for reference
   return hr, kernel, info
@@ -335,7 +366,8 @@ def super_resolve(lr01, config: ml_collections.ConfigDict, *, kernel=None,
     diffusion's x̂0 before the final back-projection).
   """
   lr01 = np.asarray(lr01, np.float32)
-  lr = jnp.asarray(lr01 * 2.0 - 1.0)
+  padded01, valid_hw = pad_to_bucket(lr01, config.io.size_bucket)
+  lr = jnp.asarray(padded01 * 2.0 - 1.0)
   key = jax.random.PRNGKey(config.seed)
   needs_pd = config.phase2.mode in ('full', 'pd_unet')
   ck1 = ck2 = None
@@ -343,6 +375,7 @@ def super_resolve(lr01, config: ml_collections.ConfigDict, *, kernel=None,
     ck1 = StateCheckpointer(os.path.join(ckpt_dir, 'phase1'),
                             fingerprint=fingerprint(config, lr01, ('seed',) + PHASE1_SECTIONS))
     fp2 = fingerprint(config, lr01, ('seed',) + PHASE2_SECTIONS)
+    fp2['padded_lr_shape'] = list(padded01.shape)
     if kernel is not None:
       fp2['known_kernel_sha256'] = hashlib.sha256(
           np.ascontiguousarray(kernel, np.float32).tobytes()).hexdigest()
@@ -358,13 +391,15 @@ def super_resolve(lr01, config: ml_collections.ConfigDict, *, kernel=None,
         log('Phase 1: reused the PD trained for the previous call (same input and config)')
       else:
         pd_params, info['phase1'] = run_phase1(lr, config, jax.random.fold_in(key, 1),
-                                               ckpt=ck1, log=log)
+                                               valid_hw=valid_hw, ckpt=ck1, log=log)
         _PHASE1_MEMO.clear()
         _PHASE1_MEMO[memo_key] = (pd_params, info['phase1'])
     else:
       pd_params, info['phase1'] = None, {'steps': 0, 'seconds': 0.0, 'skipped': True}
     hr, kernel, info['phase2'] = run_phase2(lr, pd_params, config, jax.random.fold_in(key, 2),
-                                            kernel=kernel, ckpt=ck2, log=log)
+                                            kernel=kernel, valid_hw=valid_hw, ckpt=ck2, log=log)
+    if valid_hw is not None:
+      info['phase2']['padded_lr_shape'] = list(padded01.shape[:2])
   finally:
     for ck in (ck1, ck2):
       if ck is not None:
@@ -390,6 +425,7 @@ def super_resolve_batch(lr01s, config: ml_collections.ConfigDict, *,
   Args:
     lr01s: (N, h, w, 3) float LR images in [0, 1].
     config: as for :func:`super_resolve`; ``phase2.mode`` must be the same for all.
+      ``io.size_bucket`` is not applied: the cases share one size already.
 
   Returns:
     ``(hrs, kernels, info)``: (N, h·s, w·s, 3), (N, K, K) and per-phase timings.

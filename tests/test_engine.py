@@ -96,6 +96,17 @@ class Phase1Test(absltest.TestCase):
       self.assertTrue(any(np.array_equal(c, v) for v in variants))
 
 
+  def test_random_crops_stay_in_the_valid_region(self):
+    # A padded image (NaN padding): crops come from the real 16×16 pixels only, and are
+    # the same crops as from the unpadded image with the same key.
+    img = self.image
+    padded = jnp.pad(img, ((0, 8), (0, 5), (0, 0)), constant_values=jnp.nan)
+    valid = jnp.asarray([16, 16], jnp.int32)
+    crops = phase1.random_crops(_key(7), padded, crop=8, batch=64, valid_hw=valid)
+    self.assertFalse(bool(jnp.isnan(crops).any()))
+    np.testing.assert_array_equal(crops, phase1.random_crops(_key(7), img, crop=8, batch=64))
+
+
 class Phase2Test(absltest.TestCase):
 
   @classmethod
@@ -166,6 +177,25 @@ class Phase2Test(absltest.TestCase):
       state, trace = run(state, _key(6), ts, n_iter, self.data)
     self.assertEqual(int(state.step), 7)
     self.assertEqual(run._cache_size(), 1)
+
+  def test_loss_ignores_masked_lr_pixels(self):
+    """With an lr_mask the loss (and so the step) ignores the padded LR pixels."""
+    mask = jnp.ones((12, 12, 1)).at[9:].set(0.0).at[:, 10:].set(0.0)
+    ts = phase2.Timestep(jnp.int32(20), jnp.int32(20), jnp.bool_(True))
+    eps = jax.random.normal(_key(4), self.state0.x0_prev.shape)
+    inner = jax.jit(self._inner())
+    out = []
+    for lr in (self.lr, self.lr.at[10:].set(0.7).at[:, 11:].set(-0.3)):
+      data = self.data._replace(lr=lr, lr_mask=mask)
+      out.append(inner(_copy(self.state0), ts, eps, data))
+    _assert_trees_close(self, out[0], out[1], atol=0)
+    (_, (loss, x0_hat, _)) = out[0]
+    sq = (degradation.downscale(x0_hat[0], render_kernel(self.inr, self.state0.inr_params, 9), 2)
+          - self.lr) ** 2
+    self.assertAlmostEqual(float(loss), float(jnp.mean(sq[:9, :10])), places=6)
+    # An all-ones mask is the plain mean.
+    full = inner(_copy(self.state0), ts, eps, self.data._replace(lr_mask=jnp.ones((12, 12, 1))))
+    self.assertAlmostEqual(float(full[1][0]), float(jnp.mean(sq)), places=6)
 
   def test_known_kernel_is_used_and_inr_frozen(self):
     """Non-blind Phase 2: the loss uses the given kernel; the INR gets no update."""
@@ -268,6 +298,42 @@ class PipelineTest(absltest.TestCase):
     config.seed = 1
     _, _, info4 = pipeline.super_resolve(lr, config, reuse_phase1=True, log=lambda m: None)
     self.assertNotIn('reused', info4['phase1'])
+
+
+  def test_size_bucket_compiles_once_and_crops_back(self):
+    """io.size_bucket: two LR sizes in one bucket share the compiled Phase-1 and Phase-2
+    programs; Phase 1 equals the unpadded run; the outputs have the real size."""
+    np.testing.assert_array_equal(pipeline.pad_to_bucket(np.zeros((24, 48, 3)), 24)[0],
+                                  np.zeros((24, 48, 3)))
+    self.assertIsNone(pipeline.pad_to_bucket(np.zeros((20, 21, 3)), 0)[1])
+    padded, valid = pipeline.pad_to_bucket(np.arange(20 * 21 * 3.).reshape(20, 21, 3), 24)
+    self.assertEqual((padded.shape, valid), ((24, 24, 3), (20, 21)))
+    np.testing.assert_array_equal(padded[20:22], padded[19:17:-1])      # mirrored
+    config = x4.get_config('tiny')
+    config.update_from_flattened_dict({'pd.steps': 10, 'pd.chunk': 5, 'pd.crop': 16,
+                                       'pd.driver': 'scan', 'phase2.driver': 'scan',
+                                       'io.size_bucket': 24})
+    kernel = kernels.anisotropic_gaussian(9, sigmas=(2.0, 1.0))
+    hr_gt = _astronaut(96)
+    for h, w in ((20, 20), (22, 23)):
+      lr = np.asarray(degradation.downscale(hr_gt[:4 * h, :4 * w], kernel, 4))
+      hr, k, info = pipeline.super_resolve(lr, config, log=lambda m: None)
+      self.assertEqual(hr.shape, (4 * h, 4 * w, 3))
+      self.assertEqual(info['phase2']['hr_diffusion'].shape, (4 * h, 4 * w, 3))
+      self.assertEqual(info['phase2']['padded_lr_shape'], [24, 24])
+      self.assertAlmostEqual(float(k.sum()), 1.0, places=5)
+    p1 = pipeline._phase1_fns(pipeline._sections_json(config, pipeline.PHASE1_SECTIONS), 16)
+    p2 = pipeline._phase2_fns(pipeline._sections_json(config, pipeline.PHASE2_SECTIONS))
+    self.assertEqual(p1[2]._cache_size(), 1)
+    self.assertEqual(p2[2]._cache_size(), 2)       # chunk lengths 1 and 2, for both sizes
+    # Phase 1 on the padded image draws the same crops: the same PD as unpadded.
+    lr = jnp.asarray(np.asarray(degradation.downscale(hr_gt[:80, :84], kernel, 4)) * 2 - 1)
+    padded, valid = pipeline.pad_to_bucket(np.asarray(lr), 24)
+    key = jax.random.PRNGKey(3)
+    a, _ = pipeline.run_phase1(lr, config, key, log=lambda m: None)
+    b, _ = pipeline.run_phase1(jnp.asarray(padded), config, key, valid_hw=valid,
+                               log=lambda m: None)
+    _assert_trees_close(self, a, b, atol=0)
 
 
 class FinalProjectionTest(absltest.TestCase):
