@@ -375,7 +375,8 @@ def super_resolve(lr01, config: ml_collections.ConfigDict, *, kernel=None,
     ck1 = StateCheckpointer(os.path.join(ckpt_dir, 'phase1'),
                             fingerprint=fingerprint(config, lr01, ('seed',) + PHASE1_SECTIONS))
     fp2 = fingerprint(config, lr01, ('seed',) + PHASE2_SECTIONS)
-    fp2['padded_lr_shape'] = list(padded01.shape)
+    if valid_hw is not None:
+      fp2['padded_lr_shape'] = list(padded01.shape)
     if kernel is not None:
       fp2['known_kernel_sha256'] = hashlib.sha256(
           np.ascontiguousarray(kernel, np.float32).tobytes()).hexdigest()
