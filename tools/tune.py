@@ -55,9 +55,7 @@ def run_variant(lr01, hr01, gt_kernel, case_id, base, overrides):
   config = x4.get_config(base)
   gt = overrides.pop('_gt_kernel', False)
   kfile = overrides.pop('_kernel_file', None)
-  for key, value in overrides.items():
-    section, field = key.split('.')
-    config[section][field] = value
+  config.update_from_flattened_dict(overrides)     # "section.field" or top-level ("seed")
   known = (np.load(kfile.format(case=case_id)) if kfile else gt_kernel if gt else None)
   t0 = time.time()
   hr, kernel, info = pipeline.super_resolve(lr01, config, kernel=known, log=lambda m: None)
