@@ -95,7 +95,9 @@ def check_lr_size(lr, config, name) -> None:
         f'io.max_hr_pixels = {config.io.max_hr_pixels / 1e6:.1f} MP; use '
         f'--config.io.center_crop={side} to process a centre crop, or raise '
         f'--config.io.max_hr_pixels', path=name)
-  need, have = phase2_memory_bytes(config, h * s, w * s), device_memory_bytes()
+  # Phase 2 runs at the padded size (io.size_bucket).
+  bh, bw = (pipeline.bucketed(n, config.io.size_bucket) for n in (h, w))
+  need, have = phase2_memory_bytes(config, bh * s, bw * s), device_memory_bytes()
   if have is not None and need > 0.9 * have:
     side = int(math.sqrt(0.9 * have / need * h * w))
     raise io.InputError(

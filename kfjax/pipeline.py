@@ -239,6 +239,11 @@ def chunk_length(done: int, total: int, chunk: int) -> int:
   return 1 if done == 0 or total - done < chunk else chunk
 
 
+def bucketed(n: int, bucket: int) -> int:
+  """``n`` rounded up to a multiple of ``bucket`` (``n`` itself when ``bucket`` is 0)."""
+  return -(-n // bucket) * bucket if bucket else n
+
+
 def pad_to_bucket(lr01, bucket: int) -> tuple[np.ndarray, tuple[int, int] | None]:
   """Pads an (h, w, C) LR image up to multiples of ``bucket`` pixels (mirror padding at the
   bottom and right), so images of similar sizes share compiled programs (``io.size_bucket``).
@@ -248,7 +253,7 @@ def pad_to_bucket(lr01, bucket: int) -> tuple[np.ndarray, tuple[int, int] | None
   pixels, masks the padding out of the Phase-2 loss and crops the outputs back.
   """
   h, w = lr01.shape[:2]
-  ph, pw = (-h) % bucket if bucket else 0, (-w) % bucket if bucket else 0
+  ph, pw = bucketed(h, bucket) - h, bucketed(w, bucket) - w
   if not ph and not pw:
     return lr01, None
   return np.pad(lr01, ((0, ph), (0, pw), (0, 0)), mode='symmetric'), (h, w)

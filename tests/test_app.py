@@ -294,6 +294,18 @@ class SizeChecksTest(AppTestCase):
     self.assertEqual((status, rows[0]['status']), (0, 'ok'))
     self.assertLessEqual(app.phase2_memory_bytes(config, 4 * crop, 4 * crop), 0.9 * need / 2)
 
+  def test_device_memory_guard_counts_the_size_bucket_padding(self):
+    path = _save_png(self.inp / 'pad.png', _rgb(size=40))
+    config = _tiny()
+    have = 2 * app.phase2_memory_bytes(config, 160, 160)   # fits 40² LR, not its 64² padding
+    with absltest.mock.patch.object(app, 'device_memory_bytes', return_value=have):
+      config.io.size_bucket = 64
+      with self.assertRaisesRegex(io.InputError, 'GiB'):
+        self.run_app(path, config)
+      config.io.size_bucket = 0
+      rows, status = self.run_app(path, config)
+    self.assertEqual((status, rows[0]['status']), (0, 'ok'))
+
   def test_memory_estimate_scales_with_pixels_and_dtype(self):
     config = _tiny()
     small, big = app.phase2_memory_bytes(config, 64, 64), app.phase2_memory_bytes(config, 128, 128)

@@ -19,7 +19,7 @@ _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if _REPO not in sys.path:
   sys.path.insert(0, _REPO)
 
-from kfjax import io  # pylint: disable=wrong-import-position
+from kfjax import io, pipeline  # pylint: disable=wrong-import-position
 
 _LR_DIR = flags.DEFINE_string('lr_dir', None, 'Folder of LR images.')
 _BUCKETS = flags.DEFINE_list('buckets', ['0', '16', '32', '64'], 'io.size_bucket values.')
@@ -28,7 +28,7 @@ _OUT = flags.DEFINE_string('out', None, 'Optional JSON output.')
 
 def bucket_table(sizes, buckets):
   """{bucket: {'programs': n distinct padded sizes, 'pixel_overhead': fraction, 'top': ...}}."""
-  up = lambda n, b: -(-n // b) * b if b else n
+  up = pipeline.bucketed
   real = sum(h * w for h, w in sizes)
   out = {}
   for b in buckets:
