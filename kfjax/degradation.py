@@ -39,6 +39,7 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 from jax import lax
 
 _HIGHEST = lax.Precision.HIGHEST
@@ -274,3 +275,28 @@ def _bp_solve(lr, kernel, x, precond_denom, lam, *, scale, n_iter):
       jnp.fft.fft2(r, axes=(0, 1)) / precond_denom[:, :, None], axes=(0, 1)))
   v, _ = jax.scipy.sparse.linalg.cg(normal, lr - forward(x), M=precond, maxiter=n_iter)
   return x + adjoint(v)[0]
+
+
+def fit_kernel(hr, lr, scale: int, size: int, *, steps: int = 300,
+               learning_rate: float = 0.05) -> np.ndarray:
+  """The least-squares kernel for a *known* HR: argmin_k ‖downscale(hr, k, s) − lr‖².
+
+  k is kept ≥ 0 and summing to 1 by a softmax over its (size, size) taps, and
+  fitted by ``steps`` Adam steps from the uniform kernel. A diagnostic (how
+  good a kernel can an HR estimate explain?), not part of the method.
+  """
+  hr = jnp.asarray(hr, jnp.float32)
+  lr = jnp.asarray(lr, jnp.float32)
+  opt = optax.adam(learning_rate)
+  to_kernel = lambda logits: jax.nn.softmax(logits.ravel()).reshape(size, size)
+  loss = lambda logits: jnp.mean((downscale(hr, to_kernel(logits), scale) - lr) ** 2)
+
+  def step(carry, _):
+    logits, state = carry
+    updates, state = opt.update(jax.grad(loss)(logits), state)
+    return (optax.apply_updates(logits, updates), state), None
+
+  logits = jnp.zeros((size, size), jnp.float32)
+  (logits, _), _ = jax.jit(lambda c: jax.lax.scan(step, c, None, length=steps))(
+      (logits, opt.init(logits)))
+  return np.asarray(to_kernel(logits), np.float32)

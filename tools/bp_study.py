@@ -8,6 +8,12 @@ r"""Back-projection studies behind docs/results.md (no training; seconds on a CP
   python tools/bp_study.py --bench=bench/mini --study=projection \
       --eval_dir=bench/mini_eval --out=bench/bp_proj.json
 
+  # How good a kernel can an HR estimate explain? Least-squares kernels fitted to the
+  # diffusion's x̂0 and to the true HR (degradation.fit_kernel), then the committed
+  # final back-projection (λ --regs) with each, beside the INR's kernel.
+  python tools/bp_study.py --bench=bench/mini --study=refit --eval_dir=bench/mini_eval \
+      --regs=0.3 --out=bench/bp_refit.json
+
 Prints a table of mean psnr_y per setting and writes every per-case value to --out.
 """
 
@@ -25,8 +31,9 @@ if _REPO not in sys.path:
 from kfjax import degradation, evaluation, io, metrics  # pylint: disable=wrong-import-position
 
 _BENCH = flags.DEFINE_string('bench', None, 'Benchmark folder.')
-_STUDY = flags.DEFINE_enum('study', 'gaussian', ['gaussian', 'projection'], 'Which study.')
-_EVAL_DIR = flags.DEFINE_string('eval_dir', None, 'evaluate.py output folder (projection).')
+_STUDY = flags.DEFINE_enum('study', 'gaussian', ['gaussian', 'projection', 'refit'],
+                           'Which study.')
+_EVAL_DIR = flags.DEFINE_string('eval_dir', None, 'evaluate.py output folder (projection, refit).')
 _SIGMAS = flags.DEFINE_list('sigmas', ['1', '1.5', '2', '2.5', '3', '4'],
                             'Gaussian std devs in HR pixels (gaussian).')
 _REGS = flags.DEFINE_list('regs', ['0.001', '0.01', '0.03', '0.1', '0.3'],
@@ -42,7 +49,7 @@ def gaussian_kernel(sigma: float, size: int = 33) -> np.ndarray:
   return k / k.sum()
 
 
-def case_settings(study, case, lr01, gt_kernel, scale):
+def case_settings(study, case, lr01, gt_kernel, scale, hr01):
   """{setting name: HR estimate} for one case."""
   out = {'bicubic': degradation.bicubic_upscale(lr01, scale),
          'bp_gt': degradation.back_projection(lr01, gt_kernel, scale)}
@@ -56,9 +63,18 @@ def case_settings(study, case, lr01, gt_kernel, scale):
             lr01, gaussian_kernel(s), scale, reg=reg)
     return out
   d = evaluation.method_dir(_EVAL_DIR.value, case['id'], 'kernelfusion')
-  kf, _ = io.read_image(os.path.join(d, 'hr.png'))
+  x0_path = os.path.join(d, 'hr_diffusion.png')       # x̂0 (hr.png is x̂0 when final_bp_reg=0)
+  kf, _ = io.read_image(x0_path if os.path.isfile(x0_path) else os.path.join(d, 'hr.png'))
   kernel = np.load(os.path.join(d, 'kernel.npy'))
   out['kernelfusion'] = kf
+  if study == 'refit':
+    fits = {'inr': kernel,
+            'refit_x0': degradation.fit_kernel(kf, lr01, scale, kernel.shape[0]),
+            'refit_true_hr': degradation.fit_kernel(hr01, lr01, scale, kernel.shape[0])}
+    for name, k in fits.items():
+      for reg in regs:
+        out[f'{name}_bp_reg_{reg:g}'] = degradation.back_projection(lr01, k, scale, reg=reg)
+    return out
   for reg in regs:
     out[f'kf_proj_reg_{reg:g}'] = degradation.back_projection(lr01, kernel, scale, init=kf,
                                                               reg=reg)
@@ -70,17 +86,17 @@ def main(argv):
   del argv
   if not _BENCH.value or not _OUT.value:
     sys.exit('bp_study: error: --bench and --out are required')
-  if _STUDY.value == 'projection' and not _EVAL_DIR.value:
-    sys.exit('bp_study: error: --study=projection needs --eval_dir')
+  if _STUDY.value != 'gaussian' and not _EVAL_DIR.value:
+    sys.exit(f'bp_study: error: --study={_STUDY.value} needs --eval_dir')
   manifest = evaluation.load_benchmark(_BENCH.value)
   scale = manifest['scale']
   rows = {}
   for case in manifest['cases']:
-    if _STUDY.value == 'projection' and not os.path.isfile(os.path.join(
+    if _STUDY.value != 'gaussian' and not os.path.isfile(os.path.join(
         evaluation.method_dir(_EVAL_DIR.value, case['id'], 'kernelfusion'), 'metrics.json')):
       continue
     lr01, hr01, gt_kernel = evaluation.read_case_inputs(case, scale)
-    hrs = case_settings(_STUDY.value, case, lr01, gt_kernel, scale)
+    hrs = case_settings(_STUDY.value, case, lr01, gt_kernel, scale, hr01)
     rows[case['id']] = {k: metrics.image_metrics(np.clip(np.asarray(v), 0, 1), hr01,
                                                  scale)['psnr_y'] for k, v in hrs.items()}
     print(case['id'], ' '.join(f'{k} {v:.2f}' for k, v in rows[case['id']].items()), flush=True)
