@@ -336,6 +336,7 @@ def run_phase2(lr, pd_params, config, key, *, kernel=None,
   if valid_hw is not None:
     h, w = valid_hw
     x0, lr01 = x0[:h * config.scale, :w * config.scale], lr01[:h, :w]
+    info['padded_lr_shape'] = list(lr.shape[:2])
   hr = final_projection(x0, lr01, kernel, config)
   if c.final_bp_reg > 0:
     info['hr_diffusion'] = x0          # the reverse diffusion's own estimate x̂0, for reference
@@ -404,8 +405,6 @@ def super_resolve(lr01, config: ml_collections.ConfigDict, *, kernel=None,
       pd_params, info['phase1'] = None, {'steps': 0, 'seconds': 0.0, 'skipped': True}
     hr, kernel, info['phase2'] = run_phase2(lr, pd_params, config, jax.random.fold_in(key, 2),
                                             kernel=kernel, valid_hw=valid_hw, ckpt=ck2, log=log)
-    if valid_hw is not None:
-      info['phase2']['padded_lr_shape'] = list(padded01.shape[:2])
   finally:
     for ck in (ck1, ck2):
       if ck is not None:
