@@ -27,10 +27,12 @@ dropped. For ``crop`` the LR is centre-cropped to ``crop/s`` at an LR offset
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import re
 
+import imageio.v3 as iio
 import jax.numpy as jnp
 import numpy as np
 
@@ -303,24 +305,62 @@ def synthesise_lr(hr_u8, kernel, scale: int) -> np.ndarray:
   return quantise_u8(np.asarray(lr))
 
 
+def _size_problem(case, hr_hw, lr_hw, scale: int, size: str, crop: int) -> str | None:
+  """Why ``case`` cannot be built from images of these (h, w) sizes; None if it can."""
+  if case.lr_path is None:
+    need = crop if size == 'crop' else scale
+    if min(hr_hw) < need:
+      return (f'{case.hr_path}: {hr_hw[0]}x{hr_hw[1]} is smaller than the '
+              + (f'{crop}x{crop} crop' if size == 'crop' else f'scale {scale}'))
+    return None
+  h, w = lr_hw
+  if hr_hw[0] < h * scale or hr_hw[1] < w * scale:
+    return (f'{case.hr_path}: HR {tuple(hr_hw)} is smaller than x{scale} the LR '
+            f'{case.lr_path} {(h, w)}')
+  c = crop // scale
+  if size == 'crop' and (h < c or w < c):
+    return f'{case.lr_path}: {h}x{w} is smaller than the {c}x{c} LR crop'
+  return None
+
+
+def _image_hw(path) -> tuple[int, int]:
+  """(h, w) of an image file from its header (no decoding of the pixels)."""
+  try:
+    return tuple(int(n) for n in iio.improps(path).shape[:2])
+  except Exception as e:  # pylint: disable=broad-except
+    why = str(e).splitlines()[0] if str(e) else type(e).__name__
+    raise BenchmarkError(f'{path}: cannot read the image ({why})') from None
+
+
+def check_sizes(cases, *, scale: int, size: str, crop: int) -> None:
+  """Raises :class:`BenchmarkError` before anything is written if any case's images are
+  too small for ``size``/``crop``; the message names the first file and counts the rest."""
+  hw = functools.lru_cache(maxsize=None)(_image_hw)
+  problems = list(dict.fromkeys(
+      p for c in cases
+      if (p := _size_problem(c, hw(c.hr_path), c.lr_path and hw(c.lr_path), scale, size, crop))))
+  if problems:
+    more = f' (and {len(problems) - 1} more too-small images)' if len(problems) > 1 else ''
+    raise BenchmarkError(f'{problems[0]}{more}; nothing was written')
+
+
 def _prepare_pair(case, hr_u8, scale, size, crop):
   """Returns (hr_u8, lr_u8) for a case, cropped as the benchmark asks."""
-  if case.lr_path is None:
+  lr_u8 = None if case.lr_path is None else read_rgb_u8(case.lr_path)
+  problem = _size_problem(case, hr_u8.shape[:2], None if lr_u8 is None else lr_u8.shape[:2],
+                          scale, size, crop)
+  if problem:
+    raise BenchmarkError(problem)
+  if lr_u8 is None:
     if size == 'crop':
       hr_u8 = centre_crop(hr_u8, crop, name=case.hr_path)
     else:
       hr_u8 = np.asarray(degradation.crop_to_multiple(hr_u8[None], scale))[0]
     return hr_u8, synthesise_lr(hr_u8, case.kernel_array, scale)
-  lr_u8 = read_rgb_u8(case.lr_path)
   h, w = lr_u8.shape[:2]
-  if hr_u8.shape[0] < h * scale or hr_u8.shape[1] < w * scale:
-    raise BenchmarkError(f'{case.hr_path}: HR {hr_u8.shape[:2]} is smaller than '
-                         f'x{scale} the LR {case.lr_path} {(h, w)}')
   hr_u8 = hr_u8[: h * scale, : w * scale]
   if size == 'crop':
     c = crop // scale
-    if h < c or w < c:
-      raise BenchmarkError(f'{case.lr_path}: {h}x{w} is smaller than the {c}x{c} LR crop')
     oy, ox = (h - c) // 2, (w - c) // 2
     lr_u8 = lr_u8[oy: oy + c, ox: ox + c]
     hr_u8 = hr_u8[oy * scale: (oy + c) * scale, ox * scale: (ox + c) * scale]
@@ -364,6 +404,7 @@ def build(cases, out_dir, *, scale: int, size: str = 'full', crop: int = 256,
     raise BenchmarkError(f'crop {crop} is smaller than the scale {scale}')
   out_dir = os.fspath(out_dir)
   _check_out_dir(out_dir, overwrite)
+  check_sizes(cases, scale=scale, size=size, crop=crop)
   manifest_path = os.path.join(out_dir, 'manifest.json')
   if os.path.exists(manifest_path):
     os.remove(manifest_path)

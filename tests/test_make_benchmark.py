@@ -138,6 +138,19 @@ class GenericBenchmarkTest(absltest.TestCase):
     self.assertEqual(iio.imread(c['hr']).shape, (32, 32, 3))
     self.assertEqual(iio.imread(c['lr']).shape, (8, 8, 3))
 
+  def test_too_small_image_writes_nothing(self):
+    out = os.path.join(self.root, 'too_small')
+    cases = benchmark.generic_cases(self.hr_dir, [self.k_npy], scale=4)
+    # img10 is 51x62 and fits a 48x48 crop; img2 (48x40) does not, and it comes first in
+    # natural order, so the check must run before any case is written.
+    with self.assertRaisesRegex(benchmark.BenchmarkError,
+                                r'img2\.png: 48x40 is smaller than the 48x48 crop; nothing'):
+      benchmark.build(cases, out, scale=4, size='crop', crop=48)
+    self.assertFalse(os.path.exists(out))
+    with self.assertRaisesRegex(benchmark.BenchmarkError, r'and 1 more too-small images'):
+      benchmark.build(cases, out, scale=4, size='crop', crop=64)
+    self.assertFalse(os.path.exists(out))
+
   def test_pairings(self):
     self.assertEqual(benchmark.pair(2, 3, 'all', 0),
                      [(0, 0), (0, 1), (0, 2), (1, 0), (1, 1), (1, 2)])
@@ -165,7 +178,9 @@ class GenericBenchmarkTest(absltest.TestCase):
     # Errors: one line on stderr, exit status 2, no traceback.
     for args in ([f'--out={out}', f'--hr_dir={self.hr_dir}', f'--kernels={self.k_npy}'],
                  [f'--out={self.root}/x', '--hr_dir=/no/such/dir', f'--kernels={self.k_npy}'],
-                 [f'--out={self.root}/y', f'--hr_dir={self.hr_dir}', '--kernels=/no/k.npy']):
+                 [f'--out={self.root}/y', f'--hr_dir={self.hr_dir}', '--kernels=/no/k.npy'],
+                 [f'--out={self.root}/z', f'--hr_dir={self.hr_dir}', f'--kernels={self.k_npy}',
+                  '--size=crop', '--crop=64']):
       r = _run_tool(*args)
       self.assertEqual(r.returncode, 2, r.stderr)
       lines = [l for l in r.stderr.splitlines() if l.strip()]
