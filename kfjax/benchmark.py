@@ -34,7 +34,6 @@ import re
 
 import jax.numpy as jnp
 import numpy as np
-from PIL import Image
 
 from kfjax import degradation
 from kfjax import io as kio
@@ -324,13 +323,10 @@ def _size_problem(case, hr_hw, lr_hw, scale: int, size: str, crop: int) -> str |
 
 
 def _image_hw(path) -> tuple[int, int]:
-  """(h, w) of an image file, from its header where Pillow can read it (no pixel decoding);
-  otherwise from :func:`read_rgb_u8`, which also gives its one-line error for a bad file."""
   try:
-    with Image.open(path) as im:
-      return im.height, im.width
-  except Exception:  # pylint: disable=broad-except
-    return read_rgb_u8(path).shape[:2]
+    return kio.image_hw(path)
+  except kio.InputError as e:
+    raise BenchmarkError(str(e)) from None
 
 
 def check_sizes(cases, *, scale: int, size: str, crop: int) -> None:

@@ -297,6 +297,16 @@ def read_image(path: str | os.PathLike) -> tuple[np.ndarray, ImageInfo]:
   return image, info
 
 
+def image_hw(path: str | os.PathLike) -> tuple[int, int]:
+  """(height, width) of an image file, from its header where Pillow can read it (no
+  pixel decoding), otherwise by :func:`read_image` (so a bad file raises its InputError)."""
+  try:
+    with Image.open(path) as im:
+      return im.height, im.width
+  except Exception:  # pylint: disable=broad-except
+    return read_image(path)[0].shape[:2]
+
+
 def _read_head(p: Path, path) -> bytes:
   """Returns the first 32 bytes of a file, or raises InputError."""
   if p.is_dir():

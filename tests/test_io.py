@@ -95,6 +95,15 @@ class ReadImageTest(IoTestCase):
                      ('PNG', 'RGB', 'uint8', 8, (3, 4, 3)))
     self.assertFalse(info.grey or info.has_alpha or info.alpha_composited)
 
+  def test_image_hw_from_header(self):
+    self.assertEqual(io.image_hw(self.save_pil('a.png', RGB8)), (3, 4))
+    float_tiff = self.dir / 'g.tif'
+    tifffile.imwrite(float_tiff, np.zeros((5, 7), np.float32))
+    self.assertEqual(io.image_hw(float_tiff), (5, 7))
+    bad = self.dir / 'bad.png'
+    bad.write_bytes(b'not an image at all')
+    self.assert_input_error(bad, fn=io.image_hw, contains='not a readable image')
+
   def test_rgba_opaque_alpha_is_dropped(self):
     rgba = np.dstack([RGB8, np.full((3, 4), 255, np.uint8)])
     img, info = io.read_image(self.save_pil('a.png', rgba))

@@ -13,7 +13,6 @@ import os
 import sys
 
 from absl import app, flags
-import imageio.v3 as iio
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if _REPO not in sys.path:
@@ -44,7 +43,7 @@ def main(argv):
   if not _LR_DIR.value:
     sys.exit('size_buckets: error: --lr_dir is required')
   paths = io.list_images(_LR_DIR.value)
-  sizes = [tuple(iio.improps(p).shape[:2]) for p in paths]
+  sizes = [io.image_hw(p) for p in paths]
   table = bucket_table(sizes, [int(b) for b in _BUCKETS.value])
   print(f'{len(sizes)} images in {_LR_DIR.value}\n')
   print('| io.size_bucket | distinct sizes to compile | extra pixels | most common (h×w: images) |')
