@@ -21,6 +21,11 @@ Methods (:data:`METHODS`):
   targets is the kernel estimate and how much the image prior.
 * ``bicubic``: :func:`kfjax.degradation.bicubic_upscale`.
 * ``bp_gt``: :func:`kfjax.degradation.back_projection` with the GT kernel.
+* ``sparse_bp`` (a classical reference, not the paper's): the kernel of
+  :func:`kfjax.sparse_kernel.estimate_kernel` (L0 gradient prior, alternating,
+  coarse to fine; seconds, no training), then the same final back-projection
+  as ``kernelfusion``'s output (regulariser ``phase2.final_bp_reg``). It shows
+  what a *generic* image prior gives on the same case.
 * ``bp_est``: back-projection with the kernel that ``kernelfusion`` estimated for
   the same case (read from ``cases/<id>/kernelfusion/kernel.npy``, so
   kernelfusion must have finished for that case, in this run or an earlier one).
@@ -73,6 +78,7 @@ from kfjax import degradation
 from kfjax import io as kio
 from kfjax import metrics as metrics_lib
 from kfjax import pipeline
+from kfjax import sparse_kernel
 
 KERNEL_METHODS = {'kernelfusion': 'full', 'pd_unet': 'pd_unet', 'unet_only': 'unet_only',
                   'dip': 'dip', 'kf_gtk': 'full'}
@@ -81,7 +87,7 @@ the oracle: KernelFusion given the ground-truth kernel (non-blind), an upper
 bound on what a perfect kernel estimate would give."""
 
 METHODS = ('bicubic', 'bp_gt', 'kernelfusion', 'bp_est', 'pd_unet', 'unet_only', 'dip',
-           'kf_gtk')
+           'kf_gtk', 'sparse_bp')
 """Every method, in the order they run within a case (and are listed in reports)."""
 
 DEFAULT_METHODS = ('kernelfusion', 'bicubic', 'bp_gt', 'bp_est')
@@ -171,10 +177,15 @@ def method_config(config: ml_collections.ConfigDict, method: str) -> ml_collecti
 def config_digest(config: ml_collections.ConfigDict, method: str) -> str:
   """SHA-256 of what a method's result depends on: the whole config (with the
   method's ``phase2.mode``) for kernel methods, kernelfusion's for ``bp_est``
-  (it uses kernelfusion's kernel), only the scale for the others."""
+  (it uses kernelfusion's kernel), the estimator's settings for ``sparse_bp``,
+  only the scale for the others."""
   if method in KERNEL_METHODS or method == 'bp_est':
     text = pipeline.config_to_json(
         method_config(config, 'kernelfusion' if method == 'bp_est' else method))
+  elif method == 'sparse_bp':
+    text = json.dumps({'scale': int(config.scale), 'kernel_size': int(config.kernel.size),
+                       'final_bp_reg': float(config.phase2.final_bp_reg),
+                       'estimator': sparse_kernel.DEFAULTS}, sort_keys=True)
   else:
     text = json.dumps({'scale': int(config.scale)})
   return hashlib.sha256(text.encode()).hexdigest()
@@ -214,6 +225,10 @@ def run_method(method: str, lr01: np.ndarray, config: ml_collections.ConfigDict,
     if est_kernel is None:
       raise ValueError('no kernelfusion kernel for this case (run kernelfusion on it first)')
     hr = degradation.back_projection(lr, est_kernel, scale)
+  elif method == 'sparse_bp':
+    kernel = sparse_kernel.estimate_kernel(lr01, scale, int(config.kernel.size))
+    hr = degradation.back_projection(lr, kernel, scale, reg=float(config.phase2.final_bp_reg))
+    return np.asarray(hr, np.float32), kernel, {}
   else:
     raise EvaluationError(f'unknown method {method!r}')
   return np.asarray(hr, np.float32), None, {}

@@ -7,9 +7,11 @@ r"""Evaluates KernelFusion and the baselines on a benchmark folder (SPEC §2–�
 
 Methods: kernelfusion, bicubic, bp_gt (back-projection with the GT kernel),
 bp_est (back-projection with kernelfusion's kernel; needs kernelfusion on the
-same case), and the ablations pd_unet, unet_only, dip (the config's
-phase2.mode). Within a case they run in the order
-bicubic, bp_gt, kernelfusion, bp_est, pd_unet, unet_only, dip.
+same case), the ablations pd_unet, unet_only, dip (the config's
+phase2.mode), the oracle kf_gtk, and sparse_bp (a classical reference: an L0
+sparse-gradient kernel estimate, seconds per case, then kernelfusion's final
+back-projection). Within a case they run in the order
+bicubic, bp_gt, kernelfusion, bp_est, pd_unet, unet_only, dip, kf_gtk, sparse_bp.
 
 Writes OUT/results.json, OUT/results.md, OUT/kernels.png and
 OUT/cases/<id>/<method>/{hr.png, kernel.npy, metrics.json}; the reports are
