@@ -5,7 +5,7 @@ benchmark built by :mod:`kfjax.benchmark` and writes, under ``out_dir``::
 
   results.json                  every case record, per-method means, provenance
   results.md                    tables: means per method, PSNR-Y per kernel and per image
-  kernels.png                   GT kernels (top row of each band), KernelFusion's below
+  kernels.png                   GT kernels (top row of each band), each estimating method's below
   cases/<id>/<method>/hr.png    the 8-bit HR output
   cases/<id>/<method>/kernel.npy          the estimated kernel (kernel methods)
   cases/<id>/<method>/metrics.json        the case record; its presence marks "done"
@@ -91,6 +91,8 @@ METHODS = ('bicubic', 'bp_gt', 'kernelfusion', 'bp_est', 'pd_unet', 'unet_only',
 """Every method, in the order they run within a case (and are listed in reports)."""
 
 DEFAULT_METHODS = ('kernelfusion', 'bicubic', 'bp_gt', 'bp_est')
+ESTIMATING_METHODS = ('kernelfusion', 'pd_unet', 'unet_only', 'dip', 'sparse_bp')
+"""The methods that estimate (and save) a kernel."""
 
 IMAGE_METRICS = ('psnr_y', 'ssim_y', 'psnr_y_s', 'ssim_y_s')
 TABLE_METRICS = IMAGE_METRICS + ('kernel_nerr', 'kernel_psnr', 'bp_gap_y', 'seconds')
@@ -480,7 +482,8 @@ def render_markdown(results: dict) -> str:
   order = list(dict.fromkeys(r['id'] for r in records))
   lines += ['', '## kernels.png', '',
             f'Column j (bands of {GRID_COLUMNS}, left to right, top to bottom) is case j below: '
-            'the GT kernel on top, the kernelfusion estimate under it (empty if none); each '
+            'the GT kernel on top, then one row per method, '
+            f'{", ".join(grid_methods(methods))} (an empty cell: no estimate); each '
             'kernel is centred on its centre of mass and scaled to its own maximum.', '']
   lines += [f'{j}. {cid}' for j, cid in enumerate(order, 1)]
   failed = [r for r in records if r['status'] != 'ok']
@@ -490,24 +493,25 @@ def render_markdown(results: dict) -> str:
   return '\n'.join(lines) + '\n'
 
 
-def kernel_grid(gt_kernels: Sequence[np.ndarray], est_kernels: Sequence[np.ndarray | None], *,
+def kernel_grid(gt_kernels: Sequence[np.ndarray], *est_rows: Sequence[np.ndarray | None],
                 columns: int = GRID_COLUMNS, cell: int = 96, gap: int = 4) -> np.ndarray:
-  """A uint8 (H, W) image: GT kernels on top, estimates (or empty cells) below.
+  """A uint8 (H, W) image: GT kernels on top, each row of estimates (or empty cells) below.
 
-  Cases go left to right in bands of ``columns``; each band is two rows (GT,
-  estimate). Every kernel is centred on its centre of mass on a common canvas
+  Cases go left to right in bands of ``columns``; each band is 1 + len(est_rows)
+  rows (GT, then one per estimating method). Every kernel is centred on its centre of mass on a common canvas
   (the largest kernel size), divided by its own maximum and enlarged with
   nearest-neighbour by ``max(1, cell // size)``. Cells are black on a grey
   background.
   """
   n = len(gt_kernels)
-  all_k = [k for k in list(gt_kernels) + list(est_kernels) if k is not None]
+  rows = [list(gt_kernels)] + [list(r) for r in est_rows]
+  all_k = [k for r in rows for k in r if k is not None]
   size = max(max(np.shape(k)) for k in all_k)
   zoom = max(1, cell // size)
   px = size * zoom
   cols = min(columns, n)
   bands = -(-n // cols)
-  height = bands * 2 * (px + gap) + gap
+  height = bands * len(rows) * (px + gap) + gap
   width = cols * (px + gap) + gap
   out = np.full((height, width), 128, np.uint8)
   def tile(k):
@@ -519,9 +523,9 @@ def kernel_grid(gt_kernels: Sequence[np.ndarray], est_kernels: Sequence[np.ndarr
   for j in range(n):
     b, c = divmod(j, cols)
     x = gap + c * (px + gap)
-    for row, k in enumerate((gt_kernels[j], est_kernels[j])):
-      y = gap + (2 * b + row) * (px + gap)
-      out[y: y + px, x: x + px] = tile(k)
+    for row, r in enumerate(rows):
+      y = gap + (len(rows) * b + row) * (px + gap)
+      out[y: y + px, x: x + px] = tile(r[j])
   return out
 
 
@@ -538,15 +542,25 @@ def write_reports(out_dir, cases: Sequence[dict], methods: Sequence[str], meta: 
   results = {'cases': records, 'summary': summarise(records, methods), **meta}
   _write_json(os.path.join(out_dir, 'results.json'), results)
   kio.atomic_write_text(os.path.join(out_dir, 'results.md'), render_markdown(_clean(results)))
-  gts, ests = [], []
-  for c in cases:
-    gts.append(np.load(c['kernel_path'], allow_pickle=False))
-    kf = load_record(out_dir, c['id'], 'kernelfusion')
-    kpath = os.path.join(method_dir(out_dir, c['id'], 'kernelfusion'), 'kernel.npy')
-    ok = kf is not None and kf.get('status') == 'ok' and os.path.isfile(kpath)
-    ests.append(np.load(kpath, allow_pickle=False) if ok else None)
-  kio.write_image(os.path.join(out_dir, 'kernels.png'), kernel_grid(gts, ests))
+  gts = [np.load(c['kernel_path'], allow_pickle=False) for c in cases]
+  rows = [[_saved_kernel(out_dir, c['id'], m) for c in cases] for m in grid_methods(methods)]
+  kio.write_image(os.path.join(out_dir, 'kernels.png'), kernel_grid(gts, *rows))
   return results
+
+
+def grid_methods(methods: Sequence[str]) -> list[str]:
+  """The selected methods that estimate a kernel, in :data:`METHODS` order: one
+  kernels.png row each (``kernelfusion``'s, possibly empty, if there are none)."""
+  estimating = [m for m in METHODS if m in methods and m in ESTIMATING_METHODS]
+  return estimating or ['kernelfusion']
+
+
+def _saved_kernel(out_dir, case_id: str, method: str) -> np.ndarray | None:
+  rec = load_record(out_dir, case_id, method)
+  kpath = os.path.join(method_dir(out_dir, case_id, method), 'kernel.npy')
+  if rec is None or rec.get('status') != 'ok' or not os.path.isfile(kpath):
+    return None
+  return np.load(kpath, allow_pickle=False)
 
 
 # ----------------------------------------------------------------------------

@@ -38,7 +38,8 @@ from kfjax import degradation
 from kfjax import kernels
 from kfjax import metrics
 
-DEFAULTS = dict(lam=1e-2, smooth=0.3, tikhonov=1e-3, threshold=0.05, n_alt=8)
+DEFAULTS = dict(lam=1e-2, smooth=0.3, tikhonov=1e-3, threshold=0.05, n_alt=8,
+                coarse_to_fine=True)
 """The estimator's settings (:func:`estimate_kernel`), measured on blind144 crop mini."""
 
 
@@ -176,7 +177,8 @@ def levels(scale: int) -> list[int]:
 def estimate_kernel(lr01, scale: int, size: int, *, lam: float = DEFAULTS['lam'],
                     smooth: float = DEFAULTS['smooth'], tikhonov: float = DEFAULTS['tikhonov'],
                     threshold: float = DEFAULTS['threshold'],
-                    n_alt: int = DEFAULTS['n_alt']) -> np.ndarray:
+                    n_alt: int = DEFAULTS['n_alt'],
+                    coarse_to_fine: bool = DEFAULTS['coarse_to_fine']) -> np.ndarray:
   """Estimates the (size, size) SR kernel of an LR image, blind (module docstring).
 
   Args:
@@ -186,13 +188,14 @@ def estimate_kernel(lr01, scale: int, size: int, *, lam: float = DEFAULTS['lam']
     lam, smooth, tikhonov, threshold: the L0 weight and the kernel step's
       settings (:func:`l0_restore`, :func:`fit_kernel_gradients`).
     n_alt: image/kernel alternations per level.
+    coarse_to_fine: False runs the ×``scale`` level alone, from the small blob.
 
   Returns:
     (size, size) float32 kernel summing to 1, centred for ``scale``.
   """
   y = luma(lr01)
   kernel = None
-  for level in levels(scale):
+  for level in levels(scale) if coarse_to_fine else [scale]:
     k_size = size if level == scale else max(3, int(np.ceil(size * level / scale)) | 1)
     if kernel is None:
       kernel = np.zeros((k_size, k_size))

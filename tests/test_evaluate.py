@@ -184,6 +184,13 @@ class EvaluateTest(absltest.TestCase):
     self.assertEqual(grid.shape, (2 * 2 * (10 + 1) + 1, 2 * (10 + 1) + 1))
     self.assertEqual(grid[1: 11, 1: 11].max(), 255)          # GT of case 1
     self.assertEqual(grid[12: 22, 1: 11].max(), 0)           # no estimate: empty cell
+    three = evaluation.kernel_grid([np.ones((3, 3))] * 3, [None] * 3, [np.eye(5)] * 3,
+                                   columns=2, cell=10, gap=1)
+    self.assertEqual(three.shape, (2 * 3 * (10 + 1) + 1, 2 * (10 + 1) + 1))
+    self.assertEqual(three[23: 33, 1: 11].max(), 255)        # third row: the second method
+    self.assertEqual(evaluation.grid_methods(['sparse_bp', 'bicubic', 'kernelfusion']),
+                     ['kernelfusion', 'sparse_bp'])
+    self.assertEqual(evaluation.grid_methods(['bicubic']), ['kernelfusion'])
 
   def test_rerun_skips_finished(self):
     before = _mtimes(self.out)

@@ -14,7 +14,12 @@ r"""Back-projection studies behind docs/results.md (no training; seconds on a CP
   python tools/bp_study.py --bench=bench/mini --study=refit --eval_dir=bench/mini_eval \
       --regs=0.3 --out=bench/bp_refit.json
 
-Prints a table of mean psnr_y per setting and writes every per-case value to --out.
+  # A classical blind kernel instead (kfjax.sparse_kernel, the sparse_bp method), with
+  # settings overridden per variant: its kernel, then the back-projection (λ --regs).
+  python tools/bp_study.py --bench=bench/mini --study=sparse --regs=0.3 \
+      --variants='{"default": {}, "lam2e-2": {"lam": 0.02}}' --out=bench/sparse_mini.json
+
+Prints a table of mean psnr_y (and kernel_nerr) per setting and writes every per-case value to --out.
 """
 
 import json
@@ -28,11 +33,13 @@ _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if _REPO not in sys.path:
   sys.path.insert(0, _REPO)
 
-from kfjax import degradation, evaluation, io, metrics  # pylint: disable=wrong-import-position
+from kfjax import degradation, evaluation, io, metrics, sparse_kernel  # pylint: disable=wrong-import-position
 
 _BENCH = flags.DEFINE_string('bench', None, 'Benchmark folder.')
-_STUDY = flags.DEFINE_enum('study', 'gaussian', ['gaussian', 'projection', 'refit'],
+_STUDY = flags.DEFINE_enum('study', 'gaussian', ['gaussian', 'projection', 'refit', 'sparse'],
                            'Which study.')
+_VARIANTS = flags.DEFINE_string('variants', '{"default": {}}',
+                                'sparse: JSON {name: estimate_kernel keyword overrides}.')
 _EVAL_DIR = flags.DEFINE_string('eval_dir', None, 'evaluate.py output folder (projection, refit).')
 _SIGMAS = flags.DEFINE_list('sigmas', ['1', '1.5', '2', '2.5', '3', '4'],
                             'Gaussian std devs in HR pixels (gaussian).')
@@ -62,6 +69,13 @@ def case_settings(study, case, lr01, gt_kernel, scale, hr01):
         out[f'gauss_{s:g}_reg_{reg:g}'] = degradation.back_projection(
             lr01, gaussian_kernel(s), scale, reg=reg)
     return out
+  if study == 'sparse':
+    for name, overrides in json.loads(_VARIANTS.value).items():
+      k = sparse_kernel.estimate_kernel(lr01, scale, gt_kernel.shape[0], **overrides)
+      out[f'{name}_nerr'] = metrics.kernel_metrics(k, gt_kernel)['kernel_nerr']
+      for reg in regs:
+        out[f'{name}_bp_reg_{reg:g}'] = degradation.back_projection(lr01, k, scale, reg=reg)
+    return out
   d = evaluation.method_dir(_EVAL_DIR.value, case['id'], 'kernelfusion')
   x0_path = os.path.join(d, 'hr_diffusion.png')       # x̂0 (hr.png is x̂0 when final_bp_reg=0)
   kf, _ = io.read_image(x0_path if os.path.isfile(x0_path) else os.path.join(d, 'hr.png'))
@@ -86,19 +100,19 @@ def main(argv):
   del argv
   if not _BENCH.value or not _OUT.value:
     sys.exit('bp_study: error: --bench and --out are required')
-  if _STUDY.value != 'gaussian' and not _EVAL_DIR.value:
+  if _STUDY.value not in ('gaussian', 'sparse') and not _EVAL_DIR.value:
     sys.exit(f'bp_study: error: --study={_STUDY.value} needs --eval_dir')
   manifest = evaluation.load_benchmark(_BENCH.value)
   scale = manifest['scale']
   rows = {}
   for case in manifest['cases']:
-    if _STUDY.value != 'gaussian' and not os.path.isfile(os.path.join(
+    if _STUDY.value not in ('gaussian', 'sparse') and not os.path.isfile(os.path.join(
         evaluation.method_dir(_EVAL_DIR.value, case['id'], 'kernelfusion'), 'metrics.json')):
       continue
     lr01, hr01, gt_kernel = evaluation.read_case_inputs(case, scale)
     hrs = case_settings(_STUDY.value, case, lr01, gt_kernel, scale, hr01)
-    rows[case['id']] = {k: metrics.image_metrics(np.clip(np.asarray(v), 0, 1), hr01,
-                                                 scale)['psnr_y'] for k, v in hrs.items()}
+    rows[case['id']] = {k: v if np.ndim(v) == 0 else metrics.image_metrics(
+        np.clip(np.asarray(v), 0, 1), hr01, scale)['psnr_y'] for k, v in hrs.items()}
     print(case['id'], ' '.join(f'{k} {v:.2f}' for k, v in rows[case['id']].items()), flush=True)
   if not rows:
     sys.exit('bp_study: error: no cases to study')
