@@ -19,6 +19,11 @@ r"""Back-projection studies behind docs/results.md (no training; seconds on a CP
   python tools/bp_study.py --bench=bench/mini --study=sparse --regs=0.3 \
       --variants='{"default": {}, "lam2e-2": {"lam": 0.02}}' --out=bench/sparse_mini.json
 
+  # How accurate must a kernel be? The GT kernel shifted (1, 2 px down), blurred (Gaussian
+  # σ 0.7, 1.5 px) or scaled (×0.85, ×1.15 about its centre of mass), then back-projected.
+  python tools/bp_study.py --bench=bench/mini --study=perturb --regs=0.001,0.03,0.3 \
+      --out=bench/bp_perturb_mini.json
+
 Prints a table of mean psnr_y (and kernel_nerr) per setting and writes every per-case value to --out.
 """
 
@@ -28,6 +33,7 @@ import sys
 
 from absl import app, flags
 import numpy as np
+from scipy import ndimage
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if _REPO not in sys.path:
@@ -36,7 +42,7 @@ if _REPO not in sys.path:
 from kfjax import degradation, evaluation, io, metrics, sparse_kernel  # pylint: disable=wrong-import-position
 
 _BENCH = flags.DEFINE_string('bench', None, 'Benchmark folder.')
-_STUDY = flags.DEFINE_enum('study', 'gaussian', ['gaussian', 'projection', 'refit', 'sparse'],
+_STUDY = flags.DEFINE_enum('study', 'gaussian', ['gaussian', 'projection', 'refit', 'sparse', 'perturb'],
                            'Which study.')
 _VARIANTS = flags.DEFINE_string('variants', '{"default": {}}',
                                 'sparse: JSON {name: estimate_kernel keyword overrides}.')
@@ -56,6 +62,27 @@ def gaussian_kernel(sigma: float, size: int = 33) -> np.ndarray:
   return k / k.sum()
 
 
+def _scaled_kernel(k: np.ndarray, factor: float) -> np.ndarray:
+  """k's shape scaled by ``factor`` about its centre of mass (bilinear), summing to 1."""
+  cy, cx = degradation.center_of_mass(k)
+  yy, xx = np.mgrid[:k.shape[0], :k.shape[1]].astype(np.float64)
+  out = ndimage.map_coordinates(k, [cy + (yy - cy) / factor, cx + (xx - cx) / factor], order=1)
+  return np.maximum(out, 0) / np.maximum(out, 0).sum()
+
+
+def perturbed_kernels(k) -> dict:
+  """The GT kernel and the perturbations of --study=perturb, each summing to 1."""
+  k = np.asarray(k, np.float64)
+  norm = lambda a: np.maximum(a, 0) / np.maximum(a, 0).sum()
+  return {'gt': k,
+          'shift_1px': norm(ndimage.shift(k, (1, 0), order=1)),
+          'shift_2px': norm(ndimage.shift(k, (2, 0), order=1)),
+          'blur_0.7': norm(ndimage.gaussian_filter(k, 0.7)),
+          'blur_1.5': norm(ndimage.gaussian_filter(k, 1.5)),
+          'scale_0.85': _scaled_kernel(k, 0.85),
+          'scale_1.15': _scaled_kernel(k, 1.15)}
+
+
 def case_settings(study, case, lr01, gt_kernel, scale, hr01):
   """{setting name: HR estimate} for one case."""
   out = {'bicubic': degradation.bicubic_upscale(lr01, scale),
@@ -68,6 +95,12 @@ def case_settings(study, case, lr01, gt_kernel, scale, hr01):
       for reg in regs:
         out[f'gauss_{s:g}_reg_{reg:g}'] = degradation.back_projection(
             lr01, gaussian_kernel(s), scale, reg=reg)
+    return out
+  if study == 'perturb':
+    for name, k in perturbed_kernels(gt_kernel).items():
+      out[f'{name}_nerr'] = metrics.kernel_metrics(k, gt_kernel)['kernel_nerr']
+      for reg in regs:
+        out[f'{name}_reg_{reg:g}'] = degradation.back_projection(lr01, k, scale, reg=reg)
     return out
   if study == 'sparse':
     for name, overrides in json.loads(_VARIANTS.value).items():
@@ -100,13 +133,13 @@ def main(argv):
   del argv
   if not _BENCH.value or not _OUT.value:
     sys.exit('bp_study: error: --bench and --out are required')
-  if _STUDY.value not in ('gaussian', 'sparse') and not _EVAL_DIR.value:
+  if _STUDY.value not in ('gaussian', 'sparse', 'perturb') and not _EVAL_DIR.value:
     sys.exit(f'bp_study: error: --study={_STUDY.value} needs --eval_dir')
   manifest = evaluation.load_benchmark(_BENCH.value)
   scale = manifest['scale']
   rows = {}
   for case in manifest['cases']:
-    if _STUDY.value not in ('gaussian', 'sparse') and not os.path.isfile(os.path.join(
+    if _STUDY.value not in ('gaussian', 'sparse', 'perturb') and not os.path.isfile(os.path.join(
         evaluation.method_dir(_EVAL_DIR.value, case['id'], 'kernelfusion'), 'metrics.json')):
       continue
     lr01, hr01, gt_kernel = evaluation.read_case_inputs(case, scale)
