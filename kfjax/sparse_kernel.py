@@ -39,7 +39,7 @@ from kfjax import kernels
 from kfjax import metrics
 
 DEFAULTS = dict(lam=1e-2, smooth=0.3, tikhonov=1e-3, threshold=0.05, n_alt=8,
-                coarse_to_fine=True)
+                coarse_to_fine=True, lam_start=1.0)
 """The estimator's settings (:func:`estimate_kernel`), measured on blind144 crop mini."""
 
 
@@ -178,7 +178,8 @@ def estimate_kernel(lr01, scale: int, size: int, *, lam: float = DEFAULTS['lam']
                     smooth: float = DEFAULTS['smooth'], tikhonov: float = DEFAULTS['tikhonov'],
                     threshold: float = DEFAULTS['threshold'],
                     n_alt: int = DEFAULTS['n_alt'],
-                    coarse_to_fine: bool = DEFAULTS['coarse_to_fine']) -> np.ndarray:
+                    coarse_to_fine: bool = DEFAULTS['coarse_to_fine'],
+                    lam_start: float = DEFAULTS['lam_start']) -> np.ndarray:
   """Estimates the (size, size) SR kernel of an LR image, blind (module docstring).
 
   Args:
@@ -189,6 +190,8 @@ def estimate_kernel(lr01, scale: int, size: int, *, lam: float = DEFAULTS['lam']
       settings (:func:`l0_restore`, :func:`fit_kernel_gradients`).
     n_alt: image/kernel alternations per level.
     coarse_to_fine: False runs the ×``scale`` level alone, from the small blob.
+    lam_start: within each level the L0 weight falls geometrically from
+      ``lam_start · lam`` to ``lam`` over the alternations (1 = constant).
 
   Returns:
     (size, size) float32 kernel summing to 1, centred for ``scale``.
@@ -206,8 +209,9 @@ def estimate_kernel(lr01, scale: int, size: int, *, lam: float = DEFAULTS['lam']
       kernel = grow_kernel(kernel, k_size)
     x = y if level == 1 else np.asarray(
         degradation.bicubic_upscale(y[..., None].astype(np.float32), level))[..., 0]
-    for _ in range(n_alt):
-      x = l0_restore(y, kernel, level, x, lam=lam)
+    for i in range(n_alt):
+      frac = 1.0 - i / max(n_alt - 1, 1)
+      x = l0_restore(y, kernel, level, x, lam=lam * lam_start ** frac)
       kernel = fit_kernel_gradients(x, y, level, k_size, tikhonov=tikhonov, smooth=smooth,
                                     threshold=threshold)
   return kernels.align_for_scale(kernel, size, scale, max_loss=1.0)
