@@ -20,7 +20,8 @@ is exactly what the LR difference ``∇`` sees through the stride-s sampling.
 The final kernel is centred for the scale (:func:`kfjax.kernels.align_for_scale`),
 the convention of the benchmarks' GT kernels and of the bicubic baseline.
 
-Luma only; a 64×64 LR x4 case takes ~6 s on a 2-core CPU. The defaults were
+Luma only, on a centre window of at most 128×128 LR pixels; a 64×64 LR x4 case
+takes ~6 s on a 2-core CPU. The defaults were
 chosen on blind144 crop mini by the mean over its 12 cases (docs/results.md).
 """
 
@@ -39,7 +40,7 @@ from kfjax import kernels
 from kfjax import metrics
 
 DEFAULTS = dict(lam=1e-2, smooth=0.3, tikhonov=1e-3, threshold=0.05, n_alt=8,
-                coarse_to_fine=True, lam_start=1.0)
+                coarse_to_fine=True, lam_start=1.0, window=128)
 """The estimator's settings (:func:`estimate_kernel`), measured on blind144 crop mini."""
 
 
@@ -89,13 +90,15 @@ def fit_kernel_gradients(hr, lr, scale: int, size: int, *, tikhonov: float = 1e-
   """
   lr = np.asarray(lr, np.float64)
   p = patch_matrix(hr, size, scale, lr.shape)
-  a = np.concatenate([np.diff(p, axis=ax).reshape(-1, size * size) for ax in (0, 1)])
-  b = np.concatenate([np.diff(lr, axis=ax).ravel() for ax in (0, 1)])
-  ata = a.T @ a
+  ata, atb = 0.0, 0.0
+  for ax in (0, 1):                                  # vertical, then horizontal differences
+    a = np.diff(p, axis=ax).reshape(-1, size * size)
+    ata = ata + a.T @ a
+    atb = atb + a.T @ np.diff(lr, axis=ax).ravel()
   unit = np.trace(ata) / (size * size)
   d = _difference_matrix(size)
   reg = unit * (tikhonov * np.eye(size * size) + smooth * d.T @ d)
-  k = np.linalg.solve(ata + reg, a.T @ b).reshape(size, size)
+  k = np.linalg.solve(ata + reg, atb).reshape(size, size)
   k = np.maximum(k, 0.0)
   if k.max() <= 0:
     k = np.zeros((size, size))
@@ -179,7 +182,8 @@ def estimate_kernel(lr01, scale: int, size: int, *, lam: float = DEFAULTS['lam']
                     threshold: float = DEFAULTS['threshold'],
                     n_alt: int = DEFAULTS['n_alt'],
                     coarse_to_fine: bool = DEFAULTS['coarse_to_fine'],
-                    lam_start: float = DEFAULTS['lam_start']) -> np.ndarray:
+                    lam_start: float = DEFAULTS['lam_start'],
+                    window: int = DEFAULTS['window']) -> np.ndarray:
   """Estimates the (size, size) SR kernel of an LR image, blind (module docstring).
 
   Args:
@@ -192,11 +196,17 @@ def estimate_kernel(lr01, scale: int, size: int, *, lam: float = DEFAULTS['lam']
     coarse_to_fine: False runs the ×``scale`` level alone, from the small blob.
     lam_start: within each level the L0 weight falls geometrically from
       ``lam_start · lam`` to ``lam`` over the alternations (1 = constant).
+    window: estimate on the centre window×window LR pixels at most (memory
+      and time stay bounded on full-size images; the kernel is the same
+      everywhere). 0 = the whole image.
 
   Returns:
     (size, size) float32 kernel summing to 1, centred for ``scale``.
   """
   y = luma(lr01)
+  if window > 0:
+    top, left = max(0, (y.shape[0] - window) // 2), max(0, (y.shape[1] - window) // 2)
+    y = y[top:top + window, left:left + window]
   kernel = None
   for level in levels(scale) if coarse_to_fine else [scale]:
     k_size = size if level == scale else max(3, int(np.ceil(size * level / scale)) | 1)

@@ -90,6 +90,12 @@ class SparseKernelTest(absltest.TestCase):
              for s in (1.0, 1.4, 1.8, 2.2)]
     self.assertLess(err, 0.9 * min(blobs))     # measured: 0.355 vs 0.432
 
+  def test_large_images_use_the_centre_window(self):
+    lr = np.asarray(degradation.downscale(_blocks(4, 112), kernels.anisotropic_gaussian(9), 2))
+    whole = sparse_kernel.estimate_kernel(lr, 2, 9, window=40)          # 56×56 LR → centre 40²
+    centre = sparse_kernel.estimate_kernel(lr[8:48, 8:48], 2, 9, window=0)
+    np.testing.assert_array_equal(whole, centre)
+
   def test_deterministic(self):
     lr = np.asarray(degradation.downscale(_blocks(3, 64), kernels.anisotropic_gaussian(9), 2))
     a = sparse_kernel.estimate_kernel(lr, 2, 9)
