@@ -497,8 +497,9 @@ def kernel_grid(gt_kernels: Sequence[np.ndarray], *est_rows: Sequence[np.ndarray
                 columns: int = GRID_COLUMNS, cell: int = 96, gap: int = 4) -> np.ndarray:
   """A uint8 (H, W) image: GT kernels on top, each row of estimates (or empty cells) below.
 
-  Cases go left to right in bands of ``columns``; each band is 1 + len(est_rows)
-  rows (GT, then one per estimating method). Every kernel is centred on its centre of mass on a common canvas
+  Cases go left to right in bands of ``columns``; each band is
+  1 + len(est_rows) rows (GT, then one per estimating method). Every kernel is
+  centred on its centre of mass on a common canvas
   (the largest kernel size), divided by its own maximum and enlarged with
   nearest-neighbour by ``max(1, cell // size)``. Cells are black on a grey
   background.

@@ -24,7 +24,8 @@ r"""Back-projection studies behind docs/results.md (no training; seconds on a CP
   python tools/bp_study.py --bench=bench/mini --study=perturb --regs=0.001,0.03,0.3 \
       --out=bench/bp_perturb_mini.json
 
-Prints a table of mean psnr_y (and kernel_nerr) per setting and writes every per-case value to --out.
+Prints a table of mean psnr_y (and kernel_nerr) per setting and writes every per-case value
+to --out.
 """
 
 import json
@@ -39,11 +40,13 @@ _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if _REPO not in sys.path:
   sys.path.insert(0, _REPO)
 
-from kfjax import degradation, evaluation, io, metrics, sparse_kernel  # pylint: disable=wrong-import-position
+# pylint: disable-next=wrong-import-position
+from kfjax import degradation, evaluation, io, metrics, sparse_kernel
 
 _BENCH = flags.DEFINE_string('bench', None, 'Benchmark folder.')
-_STUDY = flags.DEFINE_enum('study', 'gaussian', ['gaussian', 'projection', 'refit', 'sparse', 'perturb'],
-                           'Which study.')
+_STUDY = flags.DEFINE_enum('study', 'gaussian',
+                           ['gaussian', 'projection', 'refit', 'sparse', 'perturb'], 'Which study.')
+_SELF_CONTAINED = ('gaussian', 'sparse', 'perturb')   # the studies that need no --eval_dir
 _VARIANTS = flags.DEFINE_string('variants', '{"default": {}}',
                                 'sparse: JSON {name: estimate_kernel keyword overrides}.')
 _EVAL_DIR = flags.DEFINE_string('eval_dir', None, 'evaluate.py output folder (projection, refit).')
@@ -62,28 +65,32 @@ def gaussian_kernel(sigma: float, size: int = 33) -> np.ndarray:
   return k / k.sum()
 
 
+def _normalised(k: np.ndarray) -> np.ndarray:
+  k = np.maximum(k, 0.0)
+  return k / k.sum()
+
+
 def _scaled_kernel(k: np.ndarray, factor: float) -> np.ndarray:
   """k's shape scaled by ``factor`` about its centre of mass (bilinear), summing to 1."""
   cy, cx = degradation.center_of_mass(k)
   yy, xx = np.mgrid[:k.shape[0], :k.shape[1]].astype(np.float64)
-  out = ndimage.map_coordinates(k, [cy + (yy - cy) / factor, cx + (xx - cx) / factor], order=1)
-  return np.maximum(out, 0) / np.maximum(out, 0).sum()
+  return _normalised(ndimage.map_coordinates(
+      k, [cy + (yy - cy) / factor, cx + (xx - cx) / factor], order=1))
 
 
 def perturbed_kernels(k) -> dict:
   """The GT kernel and the perturbations of --study=perturb, each summing to 1."""
   k = np.asarray(k, np.float64)
-  norm = lambda a: np.maximum(a, 0) / np.maximum(a, 0).sum()
   return {'gt': k,
-          'shift_1px': norm(ndimage.shift(k, (1, 0), order=1)),
-          'shift_2px': norm(ndimage.shift(k, (2, 0), order=1)),
-          'blur_0.7': norm(ndimage.gaussian_filter(k, 0.7)),
-          'blur_1.5': norm(ndimage.gaussian_filter(k, 1.5)),
+          'shift_1px': _normalised(ndimage.shift(k, (1, 0), order=1)),
+          'shift_2px': _normalised(ndimage.shift(k, (2, 0), order=1)),
+          'blur_0.7': _normalised(ndimage.gaussian_filter(k, 0.7)),
+          'blur_1.5': _normalised(ndimage.gaussian_filter(k, 1.5)),
           'scale_0.85': _scaled_kernel(k, 0.85),
           'scale_1.15': _scaled_kernel(k, 1.15)}
 
 
-def case_settings(study, case, lr01, gt_kernel, scale, hr01):
+def case_settings(study, case, lr01, gt_kernel, scale, hr01, variants=None):
   """{setting name: HR estimate} for one case."""
   out = {'bicubic': degradation.bicubic_upscale(lr01, scale),
          'bp_gt': degradation.back_projection(lr01, gt_kernel, scale)}
@@ -103,7 +110,7 @@ def case_settings(study, case, lr01, gt_kernel, scale, hr01):
         out[f'{name}_reg_{reg:g}'] = degradation.back_projection(lr01, k, scale, reg=reg)
     return out
   if study == 'sparse':
-    for name, overrides in json.loads(_VARIANTS.value).items():
+    for name, overrides in variants.items():
       k = sparse_kernel.estimate_kernel(lr01, scale, gt_kernel.shape[0], **overrides)
       out[f'{name}_nerr'] = metrics.kernel_metrics(k, gt_kernel)['kernel_nerr']
       for reg in regs:
@@ -133,17 +140,23 @@ def main(argv):
   del argv
   if not _BENCH.value or not _OUT.value:
     sys.exit('bp_study: error: --bench and --out are required')
-  if _STUDY.value not in ('gaussian', 'sparse', 'perturb') and not _EVAL_DIR.value:
+  if _STUDY.value not in _SELF_CONTAINED and not _EVAL_DIR.value:
     sys.exit(f'bp_study: error: --study={_STUDY.value} needs --eval_dir')
+  try:
+    variants = json.loads(_VARIANTS.value)
+    if not isinstance(variants, dict) or not all(isinstance(v, dict) for v in variants.values()):
+      raise ValueError('expected {name: {setting: value}}')
+  except ValueError as e:
+    sys.exit(f'bp_study: error: --variants: {e}')
   manifest = evaluation.load_benchmark(_BENCH.value)
   scale = manifest['scale']
   rows = {}
   for case in manifest['cases']:
-    if _STUDY.value not in ('gaussian', 'sparse', 'perturb') and not os.path.isfile(os.path.join(
+    if _STUDY.value not in _SELF_CONTAINED and not os.path.isfile(os.path.join(
         evaluation.method_dir(_EVAL_DIR.value, case['id'], 'kernelfusion'), 'metrics.json')):
       continue
     lr01, hr01, gt_kernel = evaluation.read_case_inputs(case, scale)
-    hrs = case_settings(_STUDY.value, case, lr01, gt_kernel, scale, hr01)
+    hrs = case_settings(_STUDY.value, case, lr01, gt_kernel, scale, hr01, variants)
     rows[case['id']] = {k: v if np.ndim(v) == 0 else metrics.image_metrics(
         np.clip(np.asarray(v), 0, 1), hr01, scale)['psnr_y'] for k, v in hrs.items()}
     print(case['id'], ' '.join(f'{k} {v:.2f}' for k, v in rows[case['id']].items()), flush=True)
