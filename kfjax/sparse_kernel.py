@@ -21,9 +21,11 @@ sees through the stride-s sampling. The final kernel is centred for the scale
 (:func:`kfjax.kernels.align_for_scale`), the convention of the benchmarks' GT
 kernels and of the bicubic baseline.
 
+By default one image step and one kernel step per level: more alternations
+drive the estimate towards the delta kernel (measured in docs/results.md).
 Luma only, on a centre window of at most 128×128 LR pixels; a 64×64 LR x4 case
-takes ~6 s on a 2-core CPU. The defaults were chosen on blind144 crop mini by
-the mean over its 12 cases and confirmed on div2kfk (docs/results.md).
+takes ~1 s on a 2-core CPU. The defaults were chosen on blind144 crop mini by
+the mean over its 12 cases, and on div2kfk for the number of alternations.
 """
 
 from __future__ import annotations
@@ -40,9 +42,9 @@ from kfjax import degradation
 from kfjax import kernels
 from kfjax import metrics
 
-DEFAULTS = dict(lam=1e-2, smooth=0.3, tikhonov=1e-3, threshold=0.05, n_alt=8,
+DEFAULTS = dict(lam=1e-2, smooth=0.3, tikhonov=1e-3, threshold=0.05, n_alt=1,
                 coarse_to_fine=True, lam_start=1.0, window=128)
-"""The estimator's settings (:func:`estimate_kernel`), measured on blind144 crop mini."""
+"""The estimator's settings (:func:`estimate_kernel`), measured in docs/results.md."""
 
 
 def luma(img01) -> np.ndarray:

@@ -88,7 +88,7 @@ class SparseKernelTest(absltest.TestCase):
     delta[size // 2, size // 2] = 1.0
     blobs = [metrics.kernel_metrics(ndimage.gaussian_filter(delta, s), gt)['kernel_nerr']
              for s in (1.0, 1.4, 1.8, 2.2)]
-    self.assertLess(err, 0.9 * min(blobs))     # measured: 0.355 vs 0.432
+    self.assertLess(err, 0.9 * min(blobs))     # measured: 0.366 vs 0.432
 
   def test_large_images_use_the_centre_window(self):
     lr = np.asarray(degradation.downscale(_blocks(4, 112), kernels.anisotropic_gaussian(9), 2))
