@@ -324,12 +324,7 @@ def run_case_method(out_dir, case: dict, method: str, config, inputs, *,
     if isinstance(inputs, Exception):
       raise inputs
     lr01, hr01, gt_kernel = inputs
-    est_kernel = None
-    if method == 'bp_est':
-      kf = load_record(out_dir, case['id'], 'kernelfusion')
-      kpath = os.path.join(method_dir(out_dir, case['id'], 'kernelfusion'), 'kernel.npy')
-      if kf is not None and kf.get('status') == 'ok' and os.path.isfile(kpath):
-        est_kernel = np.load(kpath, allow_pickle=False)
+    est_kernel = saved_kernel(out_dir, case['id'], 'kernelfusion') if method == 'bp_est' else None
     prefix = f'{case["id"]} {method}'
     hr, kernel, extra = run_method(method, lr01, config, gt_kernel=gt_kernel,
                                    est_kernel=est_kernel, ckpt_dir=ckpt_dir,
@@ -544,7 +539,7 @@ def write_reports(out_dir, cases: Sequence[dict], methods: Sequence[str], meta: 
   _write_json(os.path.join(out_dir, 'results.json'), results)
   kio.atomic_write_text(os.path.join(out_dir, 'results.md'), render_markdown(_clean(results)))
   gts = [np.load(c['kernel_path'], allow_pickle=False) for c in cases]
-  rows = [[_saved_kernel(out_dir, c['id'], m) for c in cases] for m in grid_methods(methods)]
+  rows = [[saved_kernel(out_dir, c['id'], m) for c in cases] for m in grid_methods(methods)]
   kio.write_image(os.path.join(out_dir, 'kernels.png'), kernel_grid(gts, *rows))
   return results
 
@@ -556,7 +551,8 @@ def grid_methods(methods: Sequence[str]) -> list[str]:
   return estimating or ['kernelfusion']
 
 
-def _saved_kernel(out_dir, case_id: str, method: str) -> np.ndarray | None:
+def saved_kernel(out_dir, case_id: str, method: str) -> np.ndarray | None:
+  """The kernel a finished, successful run of ``method`` saved for the case, else None."""
   rec = load_record(out_dir, case_id, method)
   kpath = os.path.join(method_dir(out_dir, case_id, method), 'kernel.npy')
   if rec is None or rec.get('status') != 'ok' or not os.path.isfile(kpath):

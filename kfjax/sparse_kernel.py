@@ -223,7 +223,7 @@ def estimate_kernel(lr01, scale: int, size: int, *, lam: float = DEFAULTS['lam']
     x = y if level == 1 else np.asarray(
         degradation.bicubic_upscale(y[..., None].astype(np.float32), level))[..., 0]
     for i in range(n_alt):
-      frac = 1.0 - i / max(n_alt - 1, 1)
+      frac = 1.0 - i / (n_alt - 1) if n_alt > 1 else 0.0    # lam_start·lam → lam
       x = l0_restore(y, kernel, level, x, lam=lam * lam_start ** frac)
       kernel = fit_kernel_gradients(x, y, level, k_size, tikhonov=tikhonov, smooth=smooth,
                                     threshold=threshold)
