@@ -201,6 +201,46 @@ def resize_kernel(kernel, size: int) -> np.ndarray:
   return (k / k.sum()).astype(np.float32)
 
 
+def principal_spread(kernel):
+  """A kernel's spread: (σ_minor, σ_major) in pixels, and its principal axes.
+
+  The square roots of the eigenvalues of the second-moment matrix about the
+  centre of mass (ascending), and the matching unit eigenvectors as the
+  columns of a (2, 2) array (row, column components). The kernel is clipped
+  to ≥ 0 and normalised first.
+  """
+  k = np.clip(np.asarray(kernel, np.float64), 0.0, None)
+  k = k / k.sum()
+  cy, cx = degradation.center_of_mass(k)
+  yy, xx = np.mgrid[:k.shape[0], :k.shape[1]].astype(np.float64)
+  dy, dx = yy - cy, xx - cx
+  cov = np.array([[(k * dy * dy).sum(), (k * dy * dx).sum()],
+                  [(k * dy * dx).sum(), (k * dx * dx).sum()]])
+  var, axes = np.linalg.eigh(cov)
+  return np.sqrt(np.clip(var, 0.0, None)), axes
+
+
+def scale_kernel(kernel, minor: float, major: float | None = None) -> np.ndarray:
+  """Stretches a kernel's shape about its centre of mass, on the same support.
+
+  ×``minor`` along its minor principal axis and ×``major`` (default: the
+  same, an isotropic scaling) along its major one (:func:`principal_spread`);
+  bilinear, zero outside the support, clipped to ≥ 0 and normalised to sum 1
+  (float32). The centre of mass stays put, so a kernel aligned by
+  :func:`align_for_scale` stays aligned (up to what the support cuts off).
+  """
+  k = np.asarray(kernel, np.float64)
+  major = minor if major is None else major
+  cy, cx = degradation.center_of_mass(k)
+  _, axes = principal_spread(k)
+  yy, xx = np.mgrid[:k.shape[0], :k.shape[1]].astype(np.float64)
+  along = np.stack([yy - cy, xx - cx], -1) @ axes / np.array([minor, major])
+  src = along @ axes.T                                # each output tap's source position
+  out = np.clip(scipy.ndimage.map_coordinates(k, [cy + src[..., 0], cx + src[..., 1]], order=1,
+                                              mode='constant'), 0.0, None)
+  return (out / out.sum()).astype(np.float32)
+
+
 def scale_offset(scale: int) -> float:
   """(s − 1)/2: where, relative to the HR pixel ``i·s``, LR pixel i is centred.
 

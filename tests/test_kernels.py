@@ -204,6 +204,23 @@ class ResizeAlignTest(parameterized.TestCase):
     got = kernels.align_all([('a', k), ('b', kernels.filled_square(5, side=3))], 4)
     self.assertEqual({g.shape for _, g in got}, {(13, 13)})
 
+  def test_principal_spread_and_scale(self):
+    """The spread of an anisotropic Gaussian is its σs; scaling stretches each axis."""
+    k = kernels.anisotropic_gaussian(41, sigmas=(4.0, 1.5), theta=30.0)
+    sigmas, axes = kernels.principal_spread(k)
+    np.testing.assert_allclose(sigmas, [1.5, 4.0], rtol=0.02)
+    # the major axis points 30° up from the horizontal: (row, col) ∝ (−sin, cos)
+    t = np.deg2rad(30.0)
+    self.assertAlmostEqual(abs(axes[:, 1] @ [-np.sin(t), np.cos(t)]), 1.0, places=3)
+    for minor, major in [(0.5, 1.0), (1.3, 0.8), (1.2, None)]:
+      scaled = kernels.scale_kernel(k, minor, major)
+      _is_kernel(self, scaled, 41)
+      got, _ = kernels.principal_spread(scaled)
+      np.testing.assert_allclose(got, [1.5 * minor, 4.0 * (major or minor)], rtol=0.06)
+      np.testing.assert_allclose(degradation.center_of_mass(scaled),
+                                 degradation.center_of_mass(k), atol=0.02)
+
+
   def test_alignment_helps_bicubic(self):
     """A GT kernel aligned for s puts the LR where bicubic expects it."""
     hr = skimage.data.astronaut()[200:296, 160:256].astype(np.float32) / 255.0

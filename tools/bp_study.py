@@ -24,6 +24,12 @@ r"""Back-projection studies behind docs/results.md (no training; seconds on a CP
   python tools/bp_study.py --bench=bench/mini --study=perturb --regs=0.001,0.03,0.3 \
       --out=bench/bp_perturb_mini.json
 
+  # Are a method's kernels too wide or too narrow? Their principal spreads against the GT's,
+  # and the back-projection with each kernel scaled about its centre of mass (--scales:
+  # f = isotropic ×f, m:M = ×m along the minor axis and ×M along the major one).
+  python tools/bp_study.py --bench=bench/mini --study=shrink --eval_dir=bench/mini_eval \
+      --regs=0.1,0.3 --out=bench/bp_shrink_mini.json
+
 Prints a table of mean psnr_y (and kernel_nerr) per setting and writes every per-case value
 to --out.
 """
@@ -41,15 +47,22 @@ if _REPO not in sys.path:
   sys.path.insert(0, _REPO)
 
 # pylint: disable-next=wrong-import-position
-from kfjax import degradation, evaluation, io, metrics, sparse_kernel
+from kfjax import degradation, evaluation, io, kernels, metrics, sparse_kernel
 
 _BENCH = flags.DEFINE_string('bench', None, 'Benchmark folder.')
 _STUDY = flags.DEFINE_enum('study', 'gaussian',
-                           ['gaussian', 'projection', 'refit', 'sparse', 'perturb'], 'Which study.')
+                           ['gaussian', 'projection', 'refit', 'sparse', 'perturb', 'shrink'],
+                           'Which study.')
 _SELF_CONTAINED = ('gaussian', 'sparse', 'perturb')   # the studies that need no --eval_dir
 _VARIANTS = flags.DEFINE_string('variants', '{"default": {}}',
                                 'sparse: JSON {name: estimate_kernel keyword overrides}.')
-_EVAL_DIR = flags.DEFINE_string('eval_dir', None, 'evaluate.py output folder (projection, refit).')
+_EVAL_DIR = flags.DEFINE_list('eval_dir', [],
+                              'evaluate.py output folders (projection, refit, shrink); a case '
+                              'is read from the first that has it.')
+_METHOD = flags.DEFINE_string('method', 'kernelfusion',
+                              'shrink: the method in --eval_dir whose kernel.npy is studied.')
+_SCALES = flags.DEFINE_list('scales', ['1', '0.85', '0.7', '0.7:1', '0.5:1'],
+                            'shrink: kernel scalings, f (isotropic) or minor:major.')
 _SIGMAS = flags.DEFINE_list('sigmas', ['1', '1.5', '2', '2.5', '3', '4'],
                             'Gaussian std devs in HR pixels (gaussian).')
 _REGS = flags.DEFINE_list('regs', ['0.001', '0.01', '0.03', '0.1', '0.3'],
@@ -70,14 +83,6 @@ def _normalised(k: np.ndarray) -> np.ndarray:
   return k / k.sum()
 
 
-def _scaled_kernel(k: np.ndarray, factor: float) -> np.ndarray:
-  """k's shape scaled by ``factor`` about its centre of mass (bilinear), summing to 1."""
-  cy, cx = degradation.center_of_mass(k)
-  yy, xx = np.mgrid[:k.shape[0], :k.shape[1]].astype(np.float64)
-  return _normalised(ndimage.map_coordinates(
-      k, [cy + (yy - cy) / factor, cx + (xx - cx) / factor], order=1))
-
-
 def perturbed_kernels(k) -> dict:
   """The GT kernel and the perturbations of --study=perturb, each summing to 1."""
   k = np.asarray(k, np.float64)
@@ -86,8 +91,17 @@ def perturbed_kernels(k) -> dict:
           'shift_2px': _normalised(ndimage.shift(k, (2, 0), order=1)),
           'blur_0.7': _normalised(ndimage.gaussian_filter(k, 0.7)),
           'blur_1.5': _normalised(ndimage.gaussian_filter(k, 1.5)),
-          'scale_0.85': _scaled_kernel(k, 0.85),
-          'scale_1.15': _scaled_kernel(k, 1.15)}
+          'scale_0.85': kernels.scale_kernel(k, 0.85),
+          'scale_1.15': kernels.scale_kernel(k, 1.15)}
+
+
+def case_dir(case_id: str, method: str):
+  """The first --eval_dir folder holding ``method``'s kernel for the case, else None."""
+  for root in _EVAL_DIR.value:
+    d = evaluation.method_dir(root, case_id, method)
+    if os.path.isfile(os.path.join(d, 'kernel.npy')):
+      return d
+  return None
 
 
 def case_settings(study, case, lr01, gt_kernel, scale, hr01, variants=None):
@@ -116,7 +130,18 @@ def case_settings(study, case, lr01, gt_kernel, scale, hr01, variants=None):
       for reg in regs:
         out[f'{name}_bp_reg_{reg:g}'] = degradation.back_projection(lr01, k, scale, reg=reg)
     return out
-  d = evaluation.method_dir(_EVAL_DIR.value, case['id'], 'kernelfusion')
+  if study == 'shrink':
+    kernel = np.load(os.path.join(case_dir(case['id'], _METHOD.value), 'kernel.npy'))
+    (gt_minor, gt_major), _ = kernels.principal_spread(gt_kernel)
+    (minor, major), _ = kernels.principal_spread(kernel)
+    out['sigma_ratio_minor'], out['sigma_ratio_major'] = minor / gt_minor, major / gt_major
+    for spec in _SCALES.value:
+      k = kernels.scale_kernel(kernel, *(float(f) for f in spec.split(':')))
+      out[f'x{spec}_nerr'] = metrics.kernel_metrics(k, gt_kernel)['kernel_nerr']
+      for reg in regs:
+        out[f'x{spec}_reg_{reg:g}'] = degradation.back_projection(lr01, k, scale, reg=reg)
+    return out
+  d = case_dir(case['id'], 'kernelfusion')
   x0_path = os.path.join(d, 'hr_diffusion.png')       # x̂0 (hr.png is x̂0 when final_bp_reg=0)
   kf, _ = io.read_image(x0_path if os.path.isfile(x0_path) else os.path.join(d, 'hr.png'))
   kernel = np.load(os.path.join(d, 'kernel.npy'))
@@ -148,12 +173,18 @@ def main(argv):
       raise ValueError('expected {name: {setting: value}}')
   except ValueError as e:
     sys.exit(f'bp_study: error: --variants: {e}')
+  try:
+    scales = [[float(f) for f in spec.split(':')] for spec in _SCALES.value]
+    if not all(0 < len(fs) <= 2 and min(fs) > 0 for fs in scales):
+      raise ValueError
+  except ValueError:
+    sys.exit(f'bp_study: error: --scales: expected f or minor:major > 0, got {_SCALES.value}')
   manifest = evaluation.load_benchmark(_BENCH.value)
   scale = manifest['scale']
+  method = _METHOD.value if _STUDY.value == 'shrink' else 'kernelfusion'
   rows = {}
   for case in manifest['cases']:
-    if _STUDY.value not in _SELF_CONTAINED and not os.path.isfile(os.path.join(
-        evaluation.method_dir(_EVAL_DIR.value, case['id'], 'kernelfusion'), 'metrics.json')):
+    if _STUDY.value not in _SELF_CONTAINED and case_dir(case['id'], method) is None:
       continue
     lr01, hr01, gt_kernel = evaluation.read_case_inputs(case, scale)
     hrs = case_settings(_STUDY.value, case, lr01, gt_kernel, scale, hr01, variants)
