@@ -9,7 +9,7 @@ Usage:
 Measured runtimes (2026-11-26; details in docs/speed.md):
   tiny     2-core CPU, embedded demo (32×32 LR → 128×128):     ~30 s cold, ~13 s when re-run
   cpu      2-core CPU, embedded demo (64×64 LR → 256×256):     2 min 27 s; ~2.3 min per blind144
-           crop case
+           crop case; ~2.7 min per DIV2K-size image (kernel from the centre 64×64 LR window)
   cpu      NVIDIA H100, one 64×64 LR blind144 crop case:       ~1.6–6.5 s (compile included)
   default  NVIDIA H100, one Phase-2 inner step at HR 2048×1344: 79.5 ms in bf16; a DIV2K-size
            image end to end is not measured (derived: ~30–40 s warm, ~150 s cold).
@@ -95,6 +95,11 @@ def get_config(arg=None):
                                  #   padding is kept out of both phases' losses and the outputs.
                                  #   0 = off (CPU variants: compiling is cheap there, padding not).
                                  #   Small images pay more: a 37×45 LR pads to 64×64 at 32
+  c.io.kernel_crop = 0           # > 0: both phases run on the centre kernel_crop × kernel_crop
+                                 #   LR px only, which set the kernel; the whole image is then
+                                 #   back-projected with it (needs final_bp_reg > 0 and
+                                 #   final_bp_from 'bicubic'). A full-size photo on a CPU in
+                                 #   minutes: docs/results.md. 0 = the phases see the whole image
 
   c.demo = ml_collections.ConfigDict()     # the embedded demo (main.py without --input)
   c.demo.hr_size = 512           # HR crop of scikit-image's astronaut (LR = hr_size / scale)
@@ -114,6 +119,9 @@ def get_config(arg=None):
     c.pd.save_every = 200
     c.unet.features = (32, 32, 32, 32)
     c.kernel.width = 128
+    c.io.kernel_crop = 64        # larger photos: kernel from the centre 64×64 LR px (the size this
+                                 #   variant was tuned on), then the whole image back-projected:
+                                 #   ~2.7 min per DIV2K-size image (docs/results.md)
     c.demo.hr_size = 256
   elif variant == 'tiny':
     c.pd.width = 16

@@ -3,7 +3,8 @@
 For each LR image, ``OUT/<stem>/`` receives ``hr.png``, ``kernel.npy``,
 ``kernel.mat`` (key ``Kernel``), ``kernel.png``, ``config.json``,
 ``metrics.json``, ``report.png``, ``kernel_trace.npy``, ``hr_diffusion.png``
-(x̂0 before the final back-projection, when ``phase2.final_bp_reg`` > 0) and
+(x̂0 before the final back-projection, when ``phase2.final_bp_reg`` > 0; with
+``io.kernel_crop`` it covers the centre window that set the kernel) and
 ``checkpoints/``. ``metrics.json`` is
 written last, so its presence marks a finished image; such an image is skipped
 unless ``overwrite`` is set. A folder run also writes ``OUT/summary.csv``.
@@ -63,6 +64,13 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   need(config.phase2.final_bp_from in ('x0', 'bicubic'),
        f"phase2.final_bp_from {config.phase2.final_bp_from!r} is not x0 or bicubic")
   need(config.io.size_bucket >= 0, f'io.size_bucket must be ≥ 0, got {config.io.size_bucket}')
+  need(config.io.kernel_crop >= 0, f'io.kernel_crop must be ≥ 0, got {config.io.kernel_crop}')
+  need(config.io.kernel_crop == 0 or (config.phase2.final_bp_reg > 0
+                                      and config.phase2.final_bp_from == 'bicubic'),
+       "io.kernel_crop > 0 needs phase2.final_bp_reg > 0 and phase2.final_bp_from 'bicubic'")
+  need(config.io.kernel_crop == 0 or config.io.kernel_crop >= min_lr_side(config),
+       f'io.kernel_crop must be 0 or ≥ {min_lr_side(config)} LR px for this config, '
+       f'got {config.io.kernel_crop}')
   for name in ('pd.steps', 'pd.batch', 'pd.chunk', 'phase2.stride', 'phase2.n_iter',
                'phase2.n_iter_first', 'phase2.chunk'):
     sec, field = name.split('.')
@@ -95,14 +103,16 @@ def check_lr_size(lr, config, name) -> None:
         f'io.max_hr_pixels = {config.io.max_hr_pixels / 1e6:.1f} MP; use '
         f'--config.io.center_crop={side} to process a centre crop, or raise '
         f'--config.io.max_hr_pixels', path=name)
-  # Phase 2 runs at the padded size (io.size_bucket).
-  bh, bw = (pipeline.bucketed(n, config.io.size_bucket) for n in (h, w))
+  # Phase 2 runs on the kernel window (io.kernel_crop) at the padded size (io.size_bucket).
+  kc = config.io.kernel_crop
+  bh, bw = (pipeline.bucketed(min(n, kc) if kc else n, config.io.size_bucket) for n in (h, w))
   need, have = phase2_memory_bytes(config, bh * s, bw * s), device_memory_bytes()
   if have is not None and need > 0.9 * have:
-    side = int(math.sqrt(0.9 * have / need * h * w))
+    side = int(math.sqrt(0.9 * have / need * bh * bw))
     raise io.InputError(
-        f'Phase 2 at {w * s}×{h * s} needs about {need / 2**30:.1f} GiB but the device has '
-        f'{have / 2**30:.1f} GiB; use --config.io.center_crop={side} (LR px) or '
+        f'Phase 2 at {bw * s}×{bh * s} needs about {need / 2**30:.1f} GiB but the device has '
+        f'{have / 2**30:.1f} GiB; use --config.io.kernel_crop={side} (estimate the kernel on '
+        f'a centre window, output the whole image), --config.io.center_crop={side} (LR px) or '
         f'--config.compute_dtype=bfloat16', path=name)
 
 
@@ -244,6 +254,8 @@ def process(lr, name: str, out_root: Path, config, *, info: io.ImageInfo | None 
             'hr_shape': list(hr.shape), 'backend': run_info['backend'],
             'device': run_info['device'], 'phase1': _trim(run_info['phase1']),
             'phase2': _trim(run_info['phase2'])}
+  if 'kernel_window' in run_info:    # io.kernel_crop: (top, left, h, w) of the LR window
+    result['kernel_window'] = run_info['kernel_window']
   losses = run_info['phase2'].get('loss_last') or [float('nan')]
   result['final_loss'] = losses[-1]
   bic = np.asarray(degradation.bicubic_upscale(jnp.asarray(lr), config.scale))

@@ -259,6 +259,28 @@ def pad_to_bucket(lr01, bucket: int) -> tuple[np.ndarray, tuple[int, int] | None
   return np.pad(lr01, ((0, ph), (0, pw), (0, 0)), mode='symmetric'), (h, w)
 
 
+def kernel_window(lr01, config) -> tuple[np.ndarray, tuple[int, int, int, int] | None]:
+  """The LR pixels both phases see: the centre ``io.kernel_crop`` window, or all of them.
+
+  With ``io.kernel_crop`` = c > 0 and an LR side longer than c, Phase 1 and
+  Phase 2 run on the centre c×c (at most) window, which sets the kernel; the
+  whole image is then back-projected with that kernel (:func:`final_projection`,
+  which must start from the bicubic upscale). The kernel is the same
+  everywhere, so this trades the image prior's view of the whole image for
+  time and memory. Returns ``(window, (top, left, h, w))``, or ``(lr01, None)``.
+  """
+  c = config.io.kernel_crop
+  h, w = lr01.shape[-3:-1]
+  if c <= 0 or max(h, w) <= c:
+    return lr01, None
+  if config.phase2.final_bp_reg <= 0 or config.phase2.final_bp_from != 'bicubic':
+    raise ValueError("io.kernel_crop needs phase2.final_bp_reg > 0 and final_bp_from 'bicubic' "
+                     '(the whole image is back-projected from its bicubic upscale)')
+  wh, ww = min(h, c), min(w, c)
+  top, left = (h - wh) // 2, (w - ww) // 2
+  return lr01[..., top:top + wh, left:left + ww, :], (top, left, wh, ww)
+
+
 def final_projection(hr01, lr01, kernel, config) -> np.ndarray:
   """The returned HR: x̂0, or with ``phase2.final_bp_reg`` > 0 a final back-projection.
 
@@ -369,9 +391,17 @@ def super_resolve(lr01, config: ml_collections.ConfigDict, *, kernel=None,
     ``(hr, kernel, info)``: the (h·s, w·s, 3) HR image in [0, 1], the (K, K)
     kernel (sums to 1), and a dict with per-phase timings and loss traces (and,
     when ``phase2.final_bp_reg`` > 0, ``info['phase2']['hr_diffusion']``: the
-    diffusion's x̂0 before the final back-projection).
+    diffusion's x̂0 before the final back-projection). With ``io.kernel_crop``
+    (:func:`kernel_window`) the phases see the centre window only:
+    ``info['kernel_window']`` is its (top, left, h, w) in LR pixels, x̂0 covers
+    it, and ``hr`` is the whole image back-projected with the kernel.
   """
-  lr01 = np.asarray(lr01, np.float32)
+  full01 = np.asarray(lr01, np.float32)
+  lr01, window = kernel_window(full01, config)
+  if window is not None:
+    log(f'Kernel window (io.kernel_crop): the centre {window[3]}×{window[2]} LR px at '
+        f'({window[0]}, {window[1]}); the whole {full01.shape[1]}×{full01.shape[0]} image is '
+        'back-projected with its kernel')
   padded01, valid_hw = pad_to_bucket(lr01, config.io.size_bucket)
   lr = jnp.asarray(padded01 * 2.0 - 1.0)
   key = jax.random.PRNGKey(config.seed)
@@ -405,6 +435,9 @@ def super_resolve(lr01, config: ml_collections.ConfigDict, *, kernel=None,
       pd_params, info['phase1'] = None, {'steps': 0, 'seconds': 0.0, 'skipped': True}
     hr, kernel, info['phase2'] = run_phase2(lr, pd_params, config, jax.random.fold_in(key, 2),
                                             kernel=kernel, valid_hw=valid_hw, ckpt=ck2, log=log)
+    if window is not None:
+      info['kernel_window'] = list(window)
+      hr = final_projection(None, full01, kernel, config)
   finally:
     for ck in (ck1, ck2):
       if ck is not None:
@@ -430,12 +463,15 @@ def super_resolve_batch(lr01s, config: ml_collections.ConfigDict, *,
   Args:
     lr01s: (N, h, w, 3) float LR images in [0, 1].
     config: as for :func:`super_resolve`; ``phase2.mode`` must be the same for all.
-      ``io.size_bucket`` is not applied: the cases share one size already.
+      ``io.size_bucket`` is not applied: the cases share one size already;
+      ``io.kernel_crop`` is (:func:`kernel_window`).
 
   Returns:
     ``(hrs, kernels, info)``: (N, h·s, w·s, 3), (N, K, K) and per-phase timings.
   """
-  lrs = jnp.asarray(np.asarray(lr01s, np.float32) * 2.0 - 1.0)
+  full01s = np.asarray(lr01s, np.float32)
+  win01s, window = kernel_window(full01s, config)
+  lrs = jnp.asarray(win01s * 2.0 - 1.0)
   n = lrs.shape[0]
   mesh = batching.case_mesh(n)
   put = lambda tree: batching.shard_cases(tree, mesh)
@@ -480,8 +516,10 @@ def super_resolve_batch(lr01s, config: ml_collections.ConfigDict, *,
   kernels = jax.vmap(lambda p: render_kernel(models.inr, p, config.kernel.size))(state.inr_params)
   kernels = np.asarray(kernels, np.float32)
   hrs = np.asarray((state.x0_prev[:, 0] + 1.0) / 2.0)
-  hrs = np.stack([final_projection(hr, (np.asarray(lr) + 1.0) / 2.0, k, config)
-                  for hr, lr, k in zip(hrs, lrs, kernels)])
+  hrs = np.stack([final_projection(None if window else hr, lr, k, config)
+                  for hr, lr, k in zip(hrs, full01s, kernels)])
+  if window is not None:
+    info['kernel_window'] = list(window)
   info['phase2_seconds'] = time.time() - t1
   return hrs, kernels, info
 

@@ -331,7 +331,9 @@ class ConfigAndPathErrorsTest(AppTestCase):
       ('t_start', 'phase2.t_start', 0, 't_start'),
       ('steps', 'pd.steps', 0, 'pd.steps'),
       ('final_bp_from', 'phase2.final_bp_from', 'x1', 'final_bp_from'),
-      ('final_bp_reg', 'phase2.final_bp_reg', -1.0, 'final_bp_reg'))
+      ('final_bp_reg', 'phase2.final_bp_reg', -1.0, 'final_bp_reg'),
+      ('kernel_crop', 'io.kernel_crop', -1, 'kernel_crop'),
+      ('kernel_crop_too_small', 'io.kernel_crop', 8, 'kernel_crop must be 0 or ≥ 16'))
   def test_invalid_config(self, field, value, words):
     config = _tiny()
     sec, _, name = field.rpartition('.')
@@ -341,6 +343,15 @@ class ConfigAndPathErrorsTest(AppTestCase):
       self.run_app(path, config)
     self.assertIn(words, str(cm.exception))
     self.assertNotIn('\n', str(cm.exception))
+    self.assertFalse(self.out.exists())
+
+  def test_kernel_crop_needs_the_bicubic_projection(self):
+    config = _tiny()
+    config.io.kernel_crop = 32
+    config.phase2.final_bp_from = 'x0'
+    path = _save_png(self.inp / 'photo.png', _rgb())
+    with self.assertRaisesRegex(app.ConfigError, "kernel_crop > 0 needs .*'bicubic'"):
+      self.run_app(path, config)
     self.assertFalse(self.out.exists())
 
   def test_output_inside_input_folder(self):

@@ -336,6 +336,31 @@ class PipelineTest(absltest.TestCase):
     _assert_trees_close(self, a, b, atol=0)
 
 
+  def test_kernel_crop_estimates_on_the_window_and_projects_the_whole_image(self):
+    """io.kernel_crop: both phases see the centre window only (the same kernel as a run on
+    that window), and the whole image is back-projected with the kernel."""
+    config = x4.get_config('tiny')
+    config.update_from_flattened_dict({'pd.steps': 10, 'pd.chunk': 5, 'io.kernel_crop': 16})
+    hr_gt = _astronaut(96)[:, :80]
+    lr = np.asarray(degradation.downscale(hr_gt, kernels.anisotropic_gaussian(9, sigmas=(2.0, 1.0)),
+                                          4))
+    self.assertEqual(lr.shape, (24, 20, 3))
+    hr, k, info = pipeline.super_resolve(lr, config, log=lambda m: None)
+    self.assertEqual(hr.shape, (96, 80, 3))
+    self.assertEqual(info['kernel_window'], [4, 2, 16, 16])
+    self.assertEqual(info['phase2']['hr_diffusion'].shape, (64, 64, 3))
+    np.testing.assert_allclose(hr, np.clip(degradation.back_projection(
+        lr, k, 4, reg=config.phase2.final_bp_reg), 0, 1), atol=1e-6)
+    config.io.kernel_crop = 0
+    _, k_window, info_window = pipeline.super_resolve(lr[4:20, 2:18], config, log=lambda m: None)
+    np.testing.assert_array_equal(k, k_window)
+    self.assertNotIn('kernel_window', info_window)
+    config.phase2.final_bp_from = 'x0'
+    config.io.kernel_crop = 16
+    with self.assertRaisesRegex(ValueError, 'kernel_crop'):
+      pipeline.super_resolve(lr, config, log=lambda m: None)
+
+
 class FinalProjectionTest(absltest.TestCase):
 
   def test_projection_removes_the_lr_residual(self):
