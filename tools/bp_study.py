@@ -95,6 +95,14 @@ def perturbed_kernels(k) -> dict:
           'scale_1.15': kernels.scale_kernel(k, 1.15)}
 
 
+def parse_scales(specs) -> list[list[float]]:
+  """--scales entries 'f' or 'minor:major' as factor lists; ValueError unless all > 0."""
+  scales = [[float(f) for f in spec.split(':')] for spec in specs]
+  if not all(0 < len(fs) <= 2 and min(fs) > 0 for fs in scales):
+    raise ValueError(specs)
+  return scales
+
+
 def case_dir(case_id: str, method: str):
   """The first --eval_dir folder holding ``method``'s kernel for the case, else None."""
   for root in _EVAL_DIR.value:
@@ -135,8 +143,8 @@ def case_settings(study, case, lr01, gt_kernel, scale, hr01, variants=None):
     (gt_minor, gt_major), _ = kernels.principal_spread(gt_kernel)
     (minor, major), _ = kernels.principal_spread(kernel)
     out['sigma_ratio_minor'], out['sigma_ratio_major'] = minor / gt_minor, major / gt_major
-    for spec in _SCALES.value:
-      k = kernels.scale_kernel(kernel, *(float(f) for f in spec.split(':')))
+    for spec, factors in zip(_SCALES.value, parse_scales(_SCALES.value)):
+      k = kernels.scale_kernel(kernel, *factors)
       out[f'x{spec}_nerr'] = metrics.kernel_metrics(k, gt_kernel)['kernel_nerr']
       for reg in regs:
         out[f'x{spec}_reg_{reg:g}'] = degradation.back_projection(lr01, k, scale, reg=reg)
@@ -174,9 +182,7 @@ def main(argv):
   except ValueError as e:
     sys.exit(f'bp_study: error: --variants: {e}')
   try:
-    scales = [[float(f) for f in spec.split(':')] for spec in _SCALES.value]
-    if not all(0 < len(fs) <= 2 and min(fs) > 0 for fs in scales):
-      raise ValueError
+    parse_scales(_SCALES.value)
   except ValueError:
     sys.exit(f'bp_study: error: --scales: expected f or minor:major > 0, got {_SCALES.value}')
   manifest = evaluation.load_benchmark(_BENCH.value)
