@@ -1,0 +1,82 @@
+"""tools/bp_study.py --study=shrink on a one-case benchmark, with the GT kernel as the 'estimate'."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+
+from absl.testing import absltest
+import imageio.v3 as iio
+import numpy as np
+import scipy.ndimage
+
+from kfjax import benchmark
+from kfjax import evaluation
+from kfjax import kernels
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TOOL = os.path.join(REPO, 'tools', 'bp_study.py')
+
+
+class ShrinkStudyTest(absltest.TestCase):
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    cls.root = tempfile.mkdtemp()
+    hr_dir = os.path.join(cls.root, 'hr')
+    os.makedirs(hr_dir)
+    rng = np.random.default_rng(0)
+    x = scipy.ndimage.gaussian_filter(rng.random((64, 64, 3)), (1.5, 1.5, 0))
+    iio.imwrite(os.path.join(hr_dir, 'img.png'),
+                np.round(255 * (x - x.min()) / (x.max() - x.min())).astype(np.uint8))
+    k_path = os.path.join(cls.root, 'k.npy')
+    np.save(k_path, kernels.anisotropic_gaussian(13, sigmas=(3.0, 1.2)))
+    cls.bench = os.path.join(cls.root, 'bench')
+    benchmark.build(benchmark.generic_cases(hr_dir, [k_path], scale=4), cls.bench, scale=4,
+                    meta={'name': 'unit', 'seed': 0})
+    case = evaluation.load_benchmark(cls.bench)['cases'][0]
+    cls.case_id = case['id']
+    _, _, gt_kernel = evaluation.read_case_inputs(case, 4)
+    cls.eval_dir = os.path.join(cls.root, 'eval')
+    d = evaluation.method_dir(cls.eval_dir, case['id'], 'kernelfusion')
+    os.makedirs(d)
+    np.save(os.path.join(d, 'kernel.npy'), gt_kernel)
+
+  @classmethod
+  def tearDownClass(cls):
+    shutil.rmtree(cls.root)
+    super().tearDownClass()
+
+  def _run(self, *args):
+    env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS='cpu')
+    return subprocess.run([sys.executable, TOOL, f'--bench={self.bench}', '--study=shrink',
+                           f'--eval_dir={os.path.join(self.root, "none")},{self.eval_dir}',
+                           *args], capture_output=True, text=True, env=env, timeout=300)
+
+  def test_gt_kernel_as_estimate(self):
+    out = os.path.join(self.root, 'shrink.json')
+    proc = self._run('--scales=1,0.5:1', '--regs=0.3', f'--out={out}')
+    self.assertEqual(proc.returncode, 0, proc.stderr)
+    with open(out) as f:
+      row = json.load(f)['cases'][self.case_id]
+    # The "estimate" is the GT: same spread, zero error, the GT's back-projection.
+    self.assertAlmostEqual(row['sigma_ratio_minor'], 1.0, places=6)
+    self.assertAlmostEqual(row['sigma_ratio_major'], 1.0, places=6)
+    self.assertAlmostEqual(row['x1_nerr'], 0.0, places=6)
+    self.assertAlmostEqual(row['x1_reg_0.3'], row['bp_gt_reg_0.3'], places=4)
+    # Halving it across its path is a wrong kernel.
+    self.assertGreater(row['x0.5:1_nerr'], 0.1)
+    self.assertLess(row['x0.5:1_reg_0.3'], row['x1_reg_0.3'])
+
+  def test_bad_scales_is_one_line(self):
+    proc = self._run('--scales=1,0:1', f'--out={os.path.join(self.root, "bad.json")}')
+    self.assertNotEqual(proc.returncode, 0)
+    self.assertEqual(proc.stderr.strip().splitlines()[-1],
+                     "bp_study: error: --scales: expected f or minor:major > 0, got ['1', '0:1']")
+
+
+if __name__ == '__main__':
+  absltest.main()
