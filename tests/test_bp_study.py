@@ -10,7 +10,7 @@ import tempfile
 from absl.testing import absltest
 import imageio.v3 as iio
 import numpy as np
-import scipy.ndimage
+import skimage.data
 
 from kfjax import benchmark
 from kfjax import evaluation
@@ -28,10 +28,7 @@ class ShrinkStudyTest(absltest.TestCase):
     cls.root = tempfile.mkdtemp()
     hr_dir = os.path.join(cls.root, 'hr')
     os.makedirs(hr_dir)
-    rng = np.random.default_rng(0)
-    x = scipy.ndimage.gaussian_filter(rng.random((64, 64, 3)), (1.5, 1.5, 0))
-    iio.imwrite(os.path.join(hr_dir, 'img.png'),
-                np.round(255 * (x - x.min()) / (x.max() - x.min())).astype(np.uint8))
+    iio.imwrite(os.path.join(hr_dir, 'img.png'), skimage.data.astronaut()[160:224, 200:264])
     k_path = os.path.join(cls.root, 'k.npy')
     np.save(k_path, kernels.anisotropic_gaussian(13, sigmas=(3.0, 1.2)))
     cls.bench = os.path.join(cls.root, 'bench')
