@@ -148,9 +148,7 @@ def device_memory_bytes() -> float | None:
 
 def center_crop(img, size: int):
   """Centre-crops the two spatial axes to at most size×size."""
-  h, w = img.shape[:2]
-  ch, cw = min(h, size), min(w, size)
-  y, x = (h - ch) // 2, (w - cw) // 2
+  y, x, ch, cw = io.center_box(*img.shape[:2], size)
   return img[y:y + ch, x:x + cw]
 
 

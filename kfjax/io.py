@@ -883,3 +883,9 @@ def atomic_save_mat(path: str | os.PathLike, mdict: Mapping[str, object]) -> Non
   """Saves ``mdict`` as a MATLAB v5 ``.mat`` file atomically (``scipy.io.savemat``)."""
   with atomic_path(path) as tmp, open(tmp, 'wb') as f:
     scipy.io.savemat(f, dict(mdict))
+
+
+def center_box(h: int, w: int, size: int) -> tuple[int, int, int, int]:
+  """(top, left, height, width) of the centre window of at most size×size in an h×w image."""
+  ch, cw = min(h, size), min(w, size)
+  return (h - ch) // 2, (w - cw) // 2, ch, cw

@@ -23,7 +23,7 @@ import numpy as np
 import optax
 from absl import logging
 
-from kfjax import batching, degradation, diffusion, phase1, phase2
+from kfjax import batching, degradation, diffusion, io, phase1, phase2
 from kfjax.checkpoint import StateCheckpointer
 from kfjax.models import KernelINR, PatchDiffusion, UNet, render_kernel
 
@@ -276,8 +276,7 @@ def kernel_window(lr01, config) -> tuple[np.ndarray, tuple[int, int, int, int] |
   if config.phase2.final_bp_reg <= 0 or config.phase2.final_bp_from != 'bicubic':
     raise ValueError("io.kernel_crop needs phase2.final_bp_reg > 0 and final_bp_from 'bicubic' "
                      '(the whole image is back-projected from its bicubic upscale)')
-  wh, ww = min(h, c), min(w, c)
-  top, left = (h - wh) // 2, (w - ww) // 2
+  top, left, wh, ww = io.center_box(h, w, c)
   return lr01[..., top:top + wh, left:left + ww, :], (top, left, wh, ww)
 
 

@@ -39,6 +39,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from scipy import ndimage
 
 from kfjax import degradation
+from kfjax import io
 from kfjax import kernels
 from kfjax import metrics
 
@@ -208,8 +209,8 @@ def estimate_kernel(lr01, scale: int, size: int, *, lam: float = DEFAULTS['lam']
   """
   y = luma(lr01)
   if window > 0:
-    top, left = max(0, (y.shape[0] - window) // 2), max(0, (y.shape[1] - window) // 2)
-    y = y[top:top + window, left:left + window]
+    top, left, h, w = io.center_box(*y.shape, window)
+    y = y[top:top + h, left:left + w]
   kernel = None
   for level in levels(scale) if coarse_to_fine else [scale]:
     k_size = size if level == scale else max(3, int(np.ceil(size * level / scale)) | 1)
