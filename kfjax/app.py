@@ -4,7 +4,8 @@ For each LR image, ``OUT/<stem>/`` receives ``hr.png``, ``kernel.npy``,
 ``kernel.mat`` (key ``Kernel``), ``kernel.png``, ``config.json``,
 ``metrics.json``, ``report.png``, ``kernel_trace.npy``, ``hr_diffusion.png``
 (x̂0 before the final back-projection, when ``phase2.final_bp_reg`` > 0; with
-``io.kernel_crop`` it covers the centre window that set the kernel) and
+``io.kernel_crop`` it covers the centre window that set the kernel),
+``kernel_inr.npy`` (the INR's own kernel, when ``phase2.kernel_blend`` > 0) and
 ``checkpoints/``. ``metrics.json`` is
 written last, so its presence marks a finished image; such an image is skipped
 unless ``overwrite`` is set. A folder run also writes ``OUT/summary.csv``.
@@ -64,6 +65,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   need(config.phase2.final_bp_from in ('x0', 'bicubic'),
        f"phase2.final_bp_from {config.phase2.final_bp_from!r} is not x0 or bicubic")
   need(config.io.size_bucket >= 0, f'io.size_bucket must be ≥ 0, got {config.io.size_bucket}')
+  need(0 <= config.phase2.kernel_blend <= 1,
+       f'phase2.kernel_blend must be in [0, 1], got {config.phase2.kernel_blend}')
   need(config.io.kernel_crop >= 0, f'io.kernel_crop must be ≥ 0, got {config.io.kernel_crop}')
   need(config.io.kernel_crop == 0 or (config.phase2.final_bp_reg > 0
                                       and config.phase2.final_bp_from == 'bicubic'),
@@ -266,14 +269,19 @@ def process(lr, name: str, out_root: Path, config, *, info: io.ImageInfo | None 
                                                       gt=gt, gt_kernel=gt_kernel))
   if 'kernel_trace' in run_info['phase2']:
     io.atomic_save_npy(out / 'kernel_trace.npy', run_info['phase2']['kernel_trace'])
+  if 'kernel_inr' in run_info['phase2']:       # phase2.kernel_blend: the INR's own kernel
+    io.atomic_save_npy(out / 'kernel_inr.npy', run_info['phase2']['kernel_inr'])
   if 'hr_diffusion' in run_info['phase2']:     # x̂0 before the final back-projection
     io.write_image(out / 'hr_diffusion.png', run_info['phase2']['hr_diffusion'], info)
   io.atomic_write_text(out / 'metrics.json', _json(result))   # last: marks the image done
   return {'image': name, 'status': 'ok', **_row_metrics(result)}
 
 
+_ARRAY_INFO = ('kernel_trace', 'hr_diffusion', 'kernel_inr')   # saved as files, not in JSON
+
+
 def _trim(info: dict) -> dict:
-  return {k: v for k, v in info.items() if k not in ('kernel_trace', 'hr_diffusion')}
+  return {k: v for k, v in info.items() if k not in _ARRAY_INFO}
 
 
 def _row_metrics(result: dict) -> dict:

@@ -241,6 +241,21 @@ def scale_kernel(kernel, minor: float, major: float | None = None) -> np.ndarray
   return (out / out.sum()).astype(np.float32)
 
 
+def blend(kernel_a, kernel_b, weight: float) -> np.ndarray:
+  """The mixture ``(1 − weight)·a + weight·b`` of two kernels, normalised to sum 1 (float32).
+
+  Both are clipped to ≥ 0 and normalised first; they must share a support.
+  Used by ``phase2.kernel_blend`` (:func:`kfjax.pipeline.blind_kernel`).
+  """
+  if not 0.0 <= weight <= 1.0:
+    raise ValueError(f'blend weight must be in [0, 1], got {weight}')
+  a, b = (np.clip(np.asarray(k, np.float64), 0.0, None) for k in (kernel_a, kernel_b))
+  if a.shape != b.shape:
+    raise ValueError(f'kernels of different supports: {a.shape} and {b.shape}')
+  k = (1.0 - weight) * a / a.sum() + weight * b / b.sum()
+  return (k / k.sum()).astype(np.float32)
+
+
 def scale_offset(scale: int) -> float:
   """(s − 1)/2: where, relative to the HR pixel ``i·s``, LR pixel i is centred.
 

@@ -332,6 +332,7 @@ class ConfigAndPathErrorsTest(AppTestCase):
       ('steps', 'pd.steps', 0, 'pd.steps'),
       ('final_bp_from', 'phase2.final_bp_from', 'x1', 'final_bp_from'),
       ('final_bp_reg', 'phase2.final_bp_reg', -1.0, 'final_bp_reg'),
+      ('kernel_blend', 'phase2.kernel_blend', 1.5, 'kernel_blend must be in [0, 1]'),
       ('kernel_crop', 'io.kernel_crop', -1, 'kernel_crop'),
       ('kernel_crop_too_small', 'io.kernel_crop', 8, 'kernel_crop must be 0 or ≥ 16'))
   def test_invalid_config(self, field, value, words):

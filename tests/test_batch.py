@@ -28,7 +28,8 @@ np.savez(sys.argv[1] + '.out.npz', hrs=hrs, ks=ks, devices=info['devices'])
 
 def _config():
   c = x4.get_config('tiny')
-  overrides = {'pd.steps': 10, 'pd.chunk': 5, 'pd.driver': 'loop', 'phase2.driver': 'loop'}
+  overrides = {'pd.steps': 10, 'pd.chunk': 5, 'pd.driver': 'loop', 'phase2.driver': 'loop',
+               'phase2.kernel_blend': 0.5}          # the blend is applied per case too
   c.update_from_flattened_dict(overrides)
   return c, overrides
 

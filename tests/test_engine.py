@@ -10,7 +10,8 @@ import optax
 import skimage.data
 
 from configs import x4
-from kfjax import degradation, diffusion, kernels, metrics, phase1, phase2, pipeline
+from kfjax import (degradation, diffusion, kernels, metrics, phase1, phase2, pipeline,
+                   sparse_kernel)
 from kfjax.models import KernelINR, PatchDiffusion, UNet, render_kernel
 
 
@@ -359,6 +360,32 @@ class PipelineTest(absltest.TestCase):
     config.io.kernel_crop = 16
     with self.assertRaisesRegex(ValueError, 'kernel_crop'):
       pipeline.super_resolve(lr, config, log=lambda m: None)
+
+
+  def test_kernel_blend_mixes_the_inr_and_l0_kernels(self):
+    """phase2.kernel_blend: the returned kernel is the mixture of the INR's (the diffusion is
+    unchanged: the same INR kernel as without the blend) and the L0 estimate of the same LR;
+    the output is the back-projection with the mixture; a known kernel is not blended."""
+    config = x4.get_config('tiny')
+    config.update_from_flattened_dict({'pd.steps': 10, 'pd.chunk': 5, 'phase2.kernel_blend': 0.5})
+    gt = kernels.anisotropic_gaussian(9, sigmas=(2.0, 1.0))
+    lr = np.asarray(degradation.downscale(_astronaut(64), gt, 4))
+    hr, k, info = pipeline.super_resolve(lr, config, log=lambda m: None)
+    inr = info['phase2']['kernel_inr']
+    l0 = sparse_kernel.estimate_kernel(lr, 4, config.kernel.size)
+    self.assertGreater(np.abs(inr - l0).sum(), 0.1)       # the two estimates differ
+    np.testing.assert_allclose(k, 0.5 * inr + 0.5 * l0, atol=1e-6)
+    np.testing.assert_allclose(hr, np.clip(degradation.back_projection(
+        lr, k, 4, reg=config.phase2.final_bp_reg), 0, 1), atol=1e-6)
+    config.phase2.kernel_blend = 0.0
+    _, k_inr, info_inr = pipeline.super_resolve(lr, config, reuse_phase1=True, log=lambda m: None)
+    np.testing.assert_array_equal(k_inr, inr)
+    self.assertNotIn('kernel_inr', info_inr['phase2'])
+    config.phase2.kernel_blend = 1.0
+    _, k_known, info_known = pipeline.super_resolve(lr, config, kernel=gt, reuse_phase1=True,
+                                                    log=lambda m: None)
+    np.testing.assert_allclose(k_known, pipeline.known_kernel(gt, config.kernel.size), atol=1e-7)
+    self.assertNotIn('kernel_inr', info_known['phase2'])
 
 
 class FinalProjectionTest(absltest.TestCase):

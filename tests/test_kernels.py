@@ -221,6 +221,20 @@ class ResizeAlignTest(parameterized.TestCase):
                                  degradation.center_of_mass(k), atol=0.02)
 
 
+  def test_blend(self):
+    """blend is the normalised mixture: the ends are the inputs, the middle their mean."""
+    a = kernels.anisotropic_gaussian(15, sigmas=(3.0, 1.0))
+    b = 2.0 * kernels.filled_square(15, side=5)           # unnormalised on purpose
+    np.testing.assert_allclose(kernels.blend(a, b, 0.0), a, atol=1e-7)
+    np.testing.assert_allclose(kernels.blend(a, b, 1.0), b / b.sum(), atol=1e-7)
+    mid = kernels.blend(a, b, 0.25)
+    _is_kernel(self, mid, 15)
+    np.testing.assert_allclose(mid, 0.75 * a + 0.25 * b / b.sum(), atol=1e-7)
+    with self.assertRaisesRegex(ValueError, 'weight'):
+      kernels.blend(a, b, 1.5)
+    with self.assertRaisesRegex(ValueError, 'supports'):
+      kernels.blend(a, b[1:, 1:], 0.5)
+
   def test_alignment_helps_bicubic(self):
     """A GT kernel aligned for s puts the LR where bicubic expects it."""
     hr = skimage.data.astronaut()[200:296, 160:256].astype(np.float32) / 255.0
