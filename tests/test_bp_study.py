@@ -1,4 +1,5 @@
-"""tools/bp_study.py --study=shrink on a one-case benchmark, with the GT kernel as the 'estimate'."""
+"""tools/bp_study.py --study=shrink and --study=blend on a one-case benchmark, with the GT kernel
+as kernelfusion's 'estimate' (and a stretched GT as sparse_bp's)."""
 
 import json
 import os
@@ -41,21 +42,24 @@ class ShrinkStudyTest(absltest.TestCase):
     d = evaluation.method_dir(cls.eval_dir, case['id'], 'kernelfusion')
     os.makedirs(d)
     np.save(os.path.join(d, 'kernel.npy'), gt_kernel)
+    d = evaluation.method_dir(cls.eval_dir, case['id'], 'sparse_bp')
+    os.makedirs(d)
+    np.save(os.path.join(d, 'kernel.npy'), kernels.scale_kernel(gt_kernel, 2.0))
 
   @classmethod
   def tearDownClass(cls):
     shutil.rmtree(cls.root)
     super().tearDownClass()
 
-  def _run(self, *args):
+  def _run(self, study, *args):
     env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS='cpu')
-    return subprocess.run([sys.executable, TOOL, f'--bench={self.bench}', '--study=shrink',
+    return subprocess.run([sys.executable, TOOL, f'--bench={self.bench}', f'--study={study}',
                            f'--eval_dir={os.path.join(self.root, "none")},{self.eval_dir}',
                            *args], capture_output=True, text=True, env=env, timeout=300)
 
   def test_gt_kernel_as_estimate(self):
     out = os.path.join(self.root, 'shrink.json')
-    proc = self._run('--scales=1,0.5:1', '--regs=0.3', f'--out={out}')
+    proc = self._run('shrink', '--scales=1,0.5:1', '--regs=0.3', f'--out={out}')
     self.assertEqual(proc.returncode, 0, proc.stderr)
     with open(out) as f:
       row = json.load(f)['cases'][self.case_id]
@@ -69,10 +73,27 @@ class ShrinkStudyTest(absltest.TestCase):
     self.assertLess(row['x0.5:1_reg_0.3'], row['x1_reg_0.3'])
 
   def test_bad_scales_is_one_line(self):
-    proc = self._run('--scales=1,0:1', f'--out={os.path.join(self.root, "bad.json")}')
+    proc = self._run('shrink', '--scales=1,0:1', f'--out={os.path.join(self.root, "bad.json")}')
     self.assertNotEqual(proc.returncode, 0)
     self.assertEqual(proc.stderr.strip().splitlines()[-1],
                      "bp_study: error: --scales: expected f or minor:major > 0, got ['1', '0:1']")
+
+  def test_blend_of_gt_and_a_stretched_gt(self):
+    out = os.path.join(self.root, 'blend.json')
+    proc = self._run('blend', '--weights=0,0.5,1', '--regs=0.3', f'--out={out}')
+    self.assertEqual(proc.returncode, 0, proc.stderr)
+    with open(out) as f:
+      row = json.load(f)['cases'][self.case_id]
+    # w = 0 is kernelfusion's kernel (the GT); the error grows with the stretched kernel's weight.
+    self.assertAlmostEqual(row['w0_nerr'], 0.0, places=6)
+    self.assertAlmostEqual(row['w0_reg_0.3'], row['bp_gt_reg_0.3'], places=4)
+    self.assertLess(0.1, row['w0.5_nerr'])
+    self.assertLess(row['w0.5_nerr'], row['w1_nerr'])
+    self.assertLess(row['w1_reg_0.3'], row['w0_reg_0.3'])
+    proc = self._run('blend', '--weights=0,2', f'--out={os.path.join(self.root, "bad.json")}')
+    self.assertNotEqual(proc.returncode, 0)
+    self.assertEqual(proc.stderr.strip().splitlines()[-1],
+                     "bp_study: error: --weights: expected numbers in [0, 1], got ['0', '2']")
 
 
 if __name__ == '__main__':

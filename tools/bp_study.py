@@ -24,6 +24,11 @@ r"""Back-projection studies behind docs/results.md (no training; seconds on a CP
   python tools/bp_study.py --bench=bench/mini --study=perturb --regs=0.001,0.03,0.3 \
       --out=bench/bp_perturb_mini.json
 
+  # Mixtures of two methods' kernels, (1 − w)·--method + w·--blend_with (config
+  # phase2.kernel_blend), back-projected with each λ in --regs.
+  python tools/bp_study.py --bench=bench/mini --study=blend --eval_dir=bench/mini_eval \
+      --weights=0,0.25,0.5,0.75,1 --regs=0.1,0.3 --out=bench/bp_blend_mini.json
+
   # Are a method's kernels too wide or too narrow? Their principal spreads against the GT's,
   # and the back-projection with each kernel scaled about its centre of mass (--scales:
   # f = isotropic ×f, m:M = ×m along the minor axis and ×M along the major one).
@@ -51,7 +56,8 @@ from kfjax import degradation, evaluation, io, kernels, metrics, sparse_kernel
 
 _BENCH = flags.DEFINE_string('bench', None, 'Benchmark folder.')
 _STUDY = flags.DEFINE_enum('study', 'gaussian',
-                           ['gaussian', 'projection', 'refit', 'sparse', 'perturb', 'shrink'],
+                           ['gaussian', 'projection', 'refit', 'sparse', 'perturb', 'shrink',
+                            'blend'],
                            'Which study.')
 _SELF_CONTAINED = ('gaussian', 'sparse', 'perturb')   # the studies that need no --eval_dir
 _VARIANTS = flags.DEFINE_string('variants', '{"default": {}}',
@@ -60,7 +66,12 @@ _EVAL_DIR = flags.DEFINE_list('eval_dir', [],
                               'evaluate.py output folders (projection, refit, shrink); a case '
                               'is read from the first that has it.')
 _METHOD = flags.DEFINE_string('method', 'kernelfusion',
-                              'shrink: the method in --eval_dir whose kernel.npy is studied.')
+                              'shrink, blend: the method in --eval_dir whose kernel.npy is '
+                              'studied.')
+_BLEND_WITH = flags.DEFINE_string('blend_with', 'sparse_bp',
+                                  "blend: the method whose kernel is mixed into --method's.")
+_WEIGHTS = flags.DEFINE_list('weights', ['0', '0.25', '0.5', '0.75', '1'],
+                             'blend: weights w of the --blend_with kernel, in [0, 1].')
 _SCALES = flags.DEFINE_list('scales', ['1', '0.85', '0.7', '0.7:1', '0.5:1'],
                             'shrink: kernel scalings, f (isotropic) or minor:major.')
 _SIGMAS = flags.DEFINE_list('sigmas', ['1', '1.5', '2', '2.5', '3', '4'],
@@ -101,6 +112,14 @@ def parse_scales(specs) -> list[list[float]]:
   if not all(0 < len(fs) <= 2 and min(fs) > 0 for fs in scales):
     raise ValueError(specs)
   return scales
+
+
+def parse_weights(specs) -> list[float]:
+  """--weights entries as floats; ValueError unless all are in [0, 1]."""
+  weights = [float(v) for v in specs]
+  if not all(0.0 <= w <= 1.0 for w in weights):
+    raise ValueError(specs)
+  return weights
 
 
 def case_dir(case_id: str, method: str):
@@ -149,6 +168,15 @@ def case_settings(study, case, lr01, gt_kernel, scale, hr01, variants=None):
       for reg in regs:
         out[f'x{spec}_reg_{reg:g}'] = degradation.back_projection(lr01, k, scale, reg=reg)
     return out
+  if study == 'blend':
+    a, b = (np.load(os.path.join(case_dir(case['id'], m), 'kernel.npy'))
+            for m in (_METHOD.value, _BLEND_WITH.value))
+    for w in parse_weights(_WEIGHTS.value):
+      k = kernels.blend(a, b, w)
+      out[f'w{w:g}_nerr'] = metrics.kernel_metrics(k, gt_kernel)['kernel_nerr']
+      for reg in regs:
+        out[f'w{w:g}_reg_{reg:g}'] = degradation.back_projection(lr01, k, scale, reg=reg)
+    return out
   d = case_dir(case['id'], 'kernelfusion')
   x0_path = os.path.join(d, 'hr_diffusion.png')       # x̂0 (hr.png is x̂0 when final_bp_reg=0)
   kf, _ = io.read_image(x0_path if os.path.isfile(x0_path) else os.path.join(d, 'hr.png'))
@@ -187,10 +215,16 @@ def main(argv):
     sys.exit(f'bp_study: error: --scales: expected f or minor:major > 0, got {_SCALES.value}')
   manifest = evaluation.load_benchmark(_BENCH.value)
   scale = manifest['scale']
-  method = _METHOD.value if _STUDY.value == 'shrink' else 'kernelfusion'
+  methods = {'shrink': [_METHOD.value], 'blend': [_METHOD.value, _BLEND_WITH.value]}.get(
+      _STUDY.value, ['kernelfusion'])
+  try:
+    parse_weights(_WEIGHTS.value)
+  except ValueError:
+    sys.exit(f'bp_study: error: --weights: expected numbers in [0, 1], got {_WEIGHTS.value}')
   rows = {}
   for case in manifest['cases']:
-    if _STUDY.value not in _SELF_CONTAINED and case_dir(case['id'], method) is None:
+    if _STUDY.value not in _SELF_CONTAINED and any(case_dir(case['id'], m) is None
+                                                    for m in methods):
       continue
     lr01, hr01, gt_kernel = evaluation.read_case_inputs(case, scale)
     hrs = case_settings(_STUDY.value, case, lr01, gt_kernel, scale, hr01, variants)
