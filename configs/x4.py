@@ -82,11 +82,11 @@ def get_config(arg=None):
                                  #   crop mini, confirmed on div2kfk: docs/results.md]
   c.phase2.final_bp_from = 'bicubic'   # its start: 'bicubic' (the diffusion then only
                                  #   estimates the kernel; measured best) or 'x0' [default]
-  c.phase2.kernel_blend = 0.0    # w > 0: the returned kernel is (1 − w)·the INR's + w·a classical
-                                 #   L0 sparse-gradient estimate of the same LR (kfjax.sparse_kernel,
-                                 #   ~1 s); the two err in opposite directions (too wide / too
-                                 #   small). 0 = the INR's alone, as the paper [default; the cpu
-                                 #   variant: 0.5, docs/results.md]
+  c.phase2.kernel_blend = 0.0    # w > 0: the returned kernel is (1 − w)·the INR's + w·a
+                                 #   classical L0 sparse-gradient estimate of the same LR
+                                 #   (kfjax.sparse_kernel, ~1 s); the two err in opposite
+                                 #   directions (too wide / too small). 0 = the INR's alone, as
+                                 #   the paper [default; cpu variant 0.5: docs/results.md]
   c.phase2.driver = 'auto'       # 'scan', 'loop' or 'auto' (as pd.driver)
   c.phase2.chunk = 3             # timesteps per compiled call / checkpoint (the first timestep
                                  #   and a shorter remainder run one per call)
