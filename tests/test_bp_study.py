@@ -57,12 +57,16 @@ class ShrinkStudyTest(absltest.TestCase):
                            f'--eval_dir={os.path.join(self.root, "none")},{self.eval_dir}',
                            *args], capture_output=True, text=True, env=env, timeout=300)
 
-  def test_gt_kernel_as_estimate(self):
-    out = os.path.join(self.root, 'shrink.json')
-    proc = self._run('shrink', '--scales=1,0.5:1', '--regs=0.3', f'--out={out}')
+  def _row(self, study, *args):
+    """Runs a study that must succeed; its values for the one case."""
+    out = os.path.join(self.root, f'{study}.json')
+    proc = self._run(study, *args, f'--out={out}')
     self.assertEqual(proc.returncode, 0, proc.stderr)
     with open(out) as f:
-      row = json.load(f)['cases'][self.case_id]
+      return json.load(f)['cases'][self.case_id]
+
+  def test_gt_kernel_as_estimate(self):
+    row = self._row('shrink', '--scales=1,0.5:1', '--regs=0.3')
     # The "estimate" is the GT: same spread, zero error, the GT's back-projection.
     self.assertAlmostEqual(row['sigma_ratio_minor'], 1.0, places=6)
     self.assertAlmostEqual(row['sigma_ratio_major'], 1.0, places=6)
@@ -79,11 +83,7 @@ class ShrinkStudyTest(absltest.TestCase):
                      "bp_study: error: --scales: expected f or minor:major > 0, got ['1', '0:1']")
 
   def test_blend_of_gt_and_a_stretched_gt(self):
-    out = os.path.join(self.root, 'blend.json')
-    proc = self._run('blend', '--weights=0,0.5,1', '--regs=0.3', f'--out={out}')
-    self.assertEqual(proc.returncode, 0, proc.stderr)
-    with open(out) as f:
-      row = json.load(f)['cases'][self.case_id]
+    row = self._row('blend', '--weights=0,0.5,1', '--regs=0.3')
     # w = 0 is kernelfusion's kernel (the GT); the error grows with the stretched kernel's weight.
     self.assertAlmostEqual(row['w0_nerr'], 0.0, places=6)
     self.assertAlmostEqual(row['w0_reg_0.3'], row['bp_gt_reg_0.3'], places=4)
