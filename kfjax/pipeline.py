@@ -378,6 +378,8 @@ def run_phase2(lr, pd_params, config, key, *, kernel=None,
   if data.kernel is None and c.kernel_blend > 0:
     info['kernel_inr'] = kernel        # the INR's own kernel, before the blend
     kernel = blind_kernel(kernel, lr01, config)
+    log(f"Kernel: the INR's mixed with the classical L0 estimate (phase2.kernel_blend "
+        f'{c.kernel_blend:g})')
   hr = final_projection(x0, lr01, kernel, config)
   if c.final_bp_reg > 0:
     info['hr_diffusion'] = x0          # the reverse diffusion's own estimate x̂0, for reference
