@@ -63,8 +63,8 @@ _SELF_CONTAINED = ('gaussian', 'sparse', 'perturb')   # the studies that need no
 _VARIANTS = flags.DEFINE_string('variants', '{"default": {}}',
                                 'sparse: JSON {name: estimate_kernel keyword overrides}.')
 _EVAL_DIR = flags.DEFINE_list('eval_dir', [],
-                              'evaluate.py output folders (projection, refit, shrink, blend); a case '
-                              'is read from the first that has it.')
+                              'evaluate.py output folders (projection, refit, shrink, blend); '
+                              'a case is read from the first that has it.')
 _METHOD = flags.DEFINE_string('method', 'kernelfusion',
                               'shrink, blend: the method in --eval_dir whose kernel.npy is '
                               'studied.')
