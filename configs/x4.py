@@ -87,6 +87,12 @@ def get_config(arg=None):
                                  #   (kfjax.sparse_kernel, ~1 s); the two err in opposite
                                  #   directions (too wide / too small). 0 = the INR's alone, as
                                  #   the paper [default; cpu variant 0.5: docs/results.md]
+  c.phase2.final_tv = 0.0        # λ > 0: the output mixes that back-projection with a total-
+                                 #   variation SR with the same kernel (weight λ on images in
+                                 #   [0, 1]; degradation.sparse_gradient_restore): sharper edges
+                                 #   where the LR says nothing. Needs final_bp_reg > 0. 0 = off
+                                 #   [default; cpu variant 1e-3: docs/results.md]
+  c.phase2.final_tv_mix = 0.5    # the TV image's share of the output when final_tv > 0 [default]
   c.phase2.driver = 'auto'       # 'scan', 'loop' or 'auto' (as pd.driver)
   c.phase2.chunk = 3             # timesteps per compiled call / checkpoint (the first timestep
                                  #   and a shorter remainder run one per call)
@@ -126,6 +132,8 @@ def get_config(arg=None):
     c.kernel.width = 128
     c.phase2.kernel_blend = 0.5  # +0.05–0.09 dB on all three benchmarks (chosen on blind144 mini,
                                  #   confirmed on div2kfk and div2krk: docs/results.md)
+    c.phase2.final_tv = 1e-3     # +0.05 dB on blind144 mini, +0.21 / +0.09 on div2kfk / div2krk
+                                 #   (chosen on mini, confirmed on the others: docs/results.md)
     c.io.kernel_crop = 64        # larger photos: kernel from the centre 64×64 LR px (the size this
                                  #   variant was tuned on), then the whole image back-projected:
                                  #   ~2.7 min per DIV2K-size image (docs/results.md)

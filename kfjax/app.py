@@ -67,6 +67,11 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   need(config.io.size_bucket >= 0, f'io.size_bucket must be ≥ 0, got {config.io.size_bucket}')
   need(0 <= config.phase2.kernel_blend <= 1,
        f'phase2.kernel_blend must be in [0, 1], got {config.phase2.kernel_blend}')
+  need(config.phase2.final_tv >= 0, f'phase2.final_tv must be ≥ 0, got {config.phase2.final_tv}')
+  need(0 <= config.phase2.final_tv_mix <= 1,
+       f'phase2.final_tv_mix must be in [0, 1], got {config.phase2.final_tv_mix}')
+  need(config.phase2.final_tv == 0 or config.phase2.final_bp_reg > 0,
+       'phase2.final_tv > 0 needs phase2.final_bp_reg > 0 (it mixes into the back-projection)')
   need(config.io.kernel_crop >= 0, f'io.kernel_crop must be ≥ 0, got {config.io.kernel_crop}')
   need(config.io.kernel_crop == 0 or (config.phase2.final_bp_reg > 0
                                       and config.phase2.final_bp_from == 'bicubic'),

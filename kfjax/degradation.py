@@ -277,6 +277,73 @@ def _bp_solve(lr, kernel, x, precond_denom, lam, *, scale, n_iter):
   return x + adjoint(v)[0]
 
 
+def image_gradient(x):
+  """Forward differences of an (H, W, ...) image, periodic: (along W, along H)."""
+  return jnp.roll(x, -1, 1) - x, jnp.roll(x, -1, 0) - x
+
+
+def image_gradient_adjoint(gx, gy):
+  """The adjoint of :func:`image_gradient`."""
+  return (jnp.roll(gx, 1, 1) - gx) + (jnp.roll(gy, 1, 0) - gy)
+
+
+@functools.partial(jax.jit, static_argnames=('scale', 'prior', 'cg_iter'))
+def _hqs_step(lr, kernel, x, beta, lam, *, scale, prior, cg_iter):
+  """One half-quadratic-splitting round: shrink ∇x, then CG on the quadratic problem."""
+  forward = lambda z: downscale(z, kernel, scale)
+  _, adjoint = jax.vjp(forward, x)
+  gx, gy = image_gradient(x)
+  if prior == 'l0':                                  # hard threshold, per channel
+    keep = gx ** 2 + gy ** 2 > lam / beta
+    wx, wy = gx * keep, gy * keep
+  else:                                              # 'tv': isotropic soft threshold
+    mag = jnp.sqrt(gx ** 2 + gy ** 2 + 1e-12)
+    shrink = jnp.maximum(mag - lam / beta, 0.0) / mag
+    wx, wy = gx * shrink, gy * shrink
+  normal = lambda v: adjoint(forward(v))[0] + beta * image_gradient_adjoint(*image_gradient(v))
+  rhs = adjoint(lr)[0] + beta * image_gradient_adjoint(wx, wy)
+  x, _ = jax.scipy.sparse.linalg.cg(normal, rhs, x0=x, maxiter=cg_iter)
+  return x
+
+
+def sparse_gradient_restore(lr, kernel, scale: int, init, *, lam: float, prior: str = 'tv',
+                            n_outer: int = 8, beta_start: float = 20.0,
+                            cg_iter: int = 30) -> jnp.ndarray:
+  """Non-blind SR with a sparse-gradient prior: ``min_x ½‖D(k ⊛ x) − lr‖² + lam·R(∇x)``.
+
+  R is total variation (``prior='tv'``, isotropic ‖∇x‖₁ per channel) or the
+  L0 count (``'l0'``). Half-quadratic splitting from ``init``: β starts at
+  ``beta_start``·lam and doubles over ``n_outer`` rounds, each shrinking the
+  gradients at lam/β (soft for TV, hard for L0) and then solving the quadratic
+  problem by ``cg_iter`` conjugate-gradient iterations. Gradients are periodic.
+
+  Where back-projection fills what the LR does not say from the bicubic
+  upscale, this fills it with the sharpest edges the LR allows; with the true
+  kernel it gains over 2 dB on blind144 crop mini (docs/results.md).
+
+  Args:
+    lr: (h, w, C) LR image.
+    kernel: (K, K) kernel, normalised to sum 1.
+    scale: the SR factor.
+    init: (h*s, w*s, C) starting HR image (e.g. the bicubic upscale).
+    lam: the prior's weight, on images in [0, 1].
+
+  Returns:
+    The (h*s, w*s, C) HR estimate (float32).
+  """
+  if prior not in ('tv', 'l0'):
+    raise ValueError(f"prior must be 'tv' or 'l0', got {prior!r}")
+  lr = jnp.asarray(lr, jnp.float32)
+  kernel = jnp.asarray(kernel, jnp.float32)
+  x = jnp.asarray(init, jnp.float32)
+  beta = beta_start * lam
+  for _ in range(n_outer):
+    x = _hqs_step(lr, kernel, x, jnp.float32(beta), jnp.float32(lam), scale=scale, prior=prior,
+                  cg_iter=cg_iter)
+    beta *= 2.0
+  return x
+
+
 def fit_kernel(hr, lr, scale: int, size: int, *, steps: int = 300,
                learning_rate: float = 0.05) -> np.ndarray:
   """The least-squares kernel for a *known* HR: argmin_k ‖downscale(hr, k, s) − lr‖².

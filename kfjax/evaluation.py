@@ -23,9 +23,11 @@ Methods (:data:`METHODS`):
 * ``bp_gt``: :func:`kfjax.degradation.back_projection` with the GT kernel.
 * ``sparse_bp`` (a classical reference, not the paper's): the kernel of
   :func:`kfjax.sparse_kernel.estimate_kernel` (L0 gradient prior, alternating,
-  coarse to fine; seconds, no training), then the same final back-projection
-  as ``kernelfusion``'s output (regulariser ``phase2.final_bp_reg``). It shows
-  what a *generic* image prior gives on the same case.
+  coarse to fine; seconds, no training), then the same final step as
+  ``kernelfusion``'s output (:func:`kfjax.pipeline.final_projection` from the
+  bicubic upscale: the back-projection with regulariser
+  ``phase2.final_bp_reg``, mixed with the TV SR when ``phase2.final_tv`` > 0).
+  It shows what a *generic* image prior gives on the same case.
 * ``bp_est``: back-projection with the kernel that ``kernelfusion`` estimated for
   the same case (read from ``cases/<id>/kernelfusion/kernel.npy``, so
   kernelfusion must have finished for that case, in this run or an earlier one).
@@ -229,7 +231,9 @@ def run_method(method: str, lr01: np.ndarray, config: ml_collections.ConfigDict,
     hr = degradation.back_projection(lr, est_kernel, scale)
   elif method == 'sparse_bp':
     kernel = sparse_kernel.estimate_kernel(lr01, scale, int(config.kernel.size))
-    hr = degradation.back_projection(lr, kernel, scale, reg=float(config.phase2.final_bp_reg))
+    if config.phase2.final_bp_reg > 0:
+      return pipeline.final_projection(None, lr01, kernel, config), kernel, {}
+    hr = degradation.back_projection(lr, kernel, scale, reg=0.0)
     return np.asarray(hr, np.float32), kernel, {}
   else:
     raise EvaluationError(f'unknown method {method!r}')

@@ -305,7 +305,11 @@ def final_projection(hr01, lr01, kernel, config) -> np.ndarray:
   (``phase2.final_bp_from = 'x0'``: keeps x̂0's detail where the LR says
   nothing and removes the LR residual the inner steps leave) or from the
   bicubic upscale (``'bicubic'``: the diffusion only estimates the kernel).
-  Our addition, measured in docs/results.md.
+  With ``phase2.final_tv`` = λ > 0 the output is
+  ``(1 − final_tv_mix)·BP + final_tv_mix·TV``, where TV is the total-variation
+  SR of the LR with the same kernel and weight λ, from the bicubic upscale
+  (:func:`kfjax.degradation.sparse_gradient_restore`). Our additions, measured
+  in docs/results.md.
   """
   c = config.phase2
   if c.final_bp_reg > 0:
@@ -313,6 +317,11 @@ def final_projection(hr01, lr01, kernel, config) -> np.ndarray:
       raise ValueError(f"phase2.final_bp_from must be 'x0' or 'bicubic', got {c.final_bp_from!r}")
     init = hr01 if c.final_bp_from == 'x0' else None
     hr01 = degradation.back_projection(lr01, kernel, config.scale, init=init, reg=c.final_bp_reg)
+    if c.final_tv > 0:
+      tv = degradation.sparse_gradient_restore(
+          lr01, kernel, config.scale, degradation.bicubic_upscale(lr01, config.scale),
+          lam=c.final_tv)
+      hr01 = (1.0 - c.final_tv_mix) * hr01 + c.final_tv_mix * tv
   return np.clip(np.asarray(hr01, np.float32), 0.0, 1.0)
 
 
@@ -380,6 +389,9 @@ def run_phase2(lr, pd_params, config, key, *, kernel=None,
     kernel = blind_kernel(kernel, lr01, config)
     log(f"Kernel: the INR's mixed with the classical L0 estimate (phase2.kernel_blend "
         f'{c.kernel_blend:g})')
+  if c.final_bp_reg > 0 and c.final_tv > 0:
+    log(f'Output: the back-projection mixed with the TV SR (phase2.final_tv {c.final_tv:g}, '
+        f'share {c.final_tv_mix:g})')
   hr = final_projection(x0, lr01, kernel, config)
   if c.final_bp_reg > 0:
     info['hr_diffusion'] = x0          # the reverse diffusion's own estimate x̂0, for reference

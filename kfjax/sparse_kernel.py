@@ -30,10 +30,7 @@ the mean over its 12 cases, and on div2kfk for the number of alternations.
 
 from __future__ import annotations
 
-import functools
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 from scipy import ndimage
@@ -116,44 +113,19 @@ def fit_kernel_gradients(hr, lr, scale: int, size: int, *, tikhonov: float = 1e-
   return k / k.sum()
 
 
-def _grad(x):
-  return jnp.roll(x, -1, 1) - x, jnp.roll(x, -1, 0) - x
-
-
-def _grad_t(gx, gy):
-  return (jnp.roll(gx, 1, 1) - gx) + (jnp.roll(gy, 1, 0) - gy)
-
-
-@functools.partial(jax.jit, static_argnames=('scale', 'cg_iter'))
-def _hqs_step(lr, kernel, x, beta, lam, *, scale, cg_iter):
-  """One half-quadratic-splitting round: threshold ∇x, then CG on the quadratic."""
-  forward = lambda z: degradation.downscale(z[..., None], kernel, scale)[..., 0]
-  _, adjoint = jax.vjp(forward, x)
-  gx, gy = _grad(x)
-  keep = gx ** 2 + gy ** 2 > lam / beta
-  normal = lambda v: adjoint(forward(v))[0] + beta * _grad_t(*_grad(v))
-  rhs = adjoint(lr)[0] + beta * _grad_t(gx * keep, gy * keep)
-  x, _ = jax.scipy.sparse.linalg.cg(normal, rhs, x0=x, maxiter=cg_iter)
-  return x
-
-
 def l0_restore(lr, kernel, scale: int, init, *, lam: float = 1e-2, n_outer: int = 6,
                cg_iter: int = 25) -> np.ndarray:
   """The image step: ``min_x ‖D(k ⊛ x) − lr‖² + lam·‖∇x‖₀`` (2-D luma images).
 
   Half-quadratic splitting from ``init`` with β = 2·lam doubling over
   ``n_outer`` rounds (each: hard-threshold the gradients at lam/β, then
-  ``cg_iter`` conjugate-gradient iterations; periodic gradients).
+  ``cg_iter`` conjugate-gradient iterations; periodic gradients):
+  :func:`kfjax.degradation.sparse_gradient_restore` with the L0 prior.
   """
-  lr = jnp.asarray(lr, jnp.float32)
-  kernel = jnp.asarray(kernel, jnp.float32)
-  x = jnp.asarray(init, jnp.float32)
-  beta = 2.0 * lam
-  for _ in range(n_outer):
-    x = _hqs_step(lr, kernel, x, jnp.float32(beta), jnp.float32(lam), scale=scale,
-                  cg_iter=cg_iter)
-    beta *= 2.0
-  return np.asarray(x, np.float64)
+  x = degradation.sparse_gradient_restore(
+      np.asarray(lr)[..., None], kernel, scale, np.asarray(init)[..., None], lam=lam,
+      prior='l0', n_outer=n_outer, beta_start=2.0, cg_iter=cg_iter)
+  return np.asarray(x[..., 0], np.float64)
 
 
 def grow_kernel(kernel, size: int) -> np.ndarray:

@@ -29,6 +29,13 @@ r"""Back-projection studies behind docs/results.md (no training; seconds on a CP
   python tools/bp_study.py --bench=bench/mini --study=blend --eval_dir=bench/mini_eval \
       --weights=0,0.25,0.5,0.75,1 --regs=0.1,0.3 --out=bench/bp_blend_mini.json
 
+  # The final step with a total-variation SR (config phase2.final_tv, final_tv_mix): the
+  # kernel (1 − --kernel_blend)·--method + --kernel_blend·--blend_with, then the TV SR with
+  # each weight in --tv_weights, alone and mixed into its back-projection (λ --regs) with
+  # each share in --tv_mixes; and the TV SR with the GT kernel, for reference.
+  python tools/bp_study.py --bench=bench/mini --study=tv --eval_dir=bench/mini_eval \
+      --regs=0.3 --out=bench/bp_tv_mini.json
+
   # Are a method's kernels too wide or too narrow? Their principal spreads against the GT's,
   # and the back-projection with each kernel scaled about its centre of mass (--scales:
   # f = isotropic ×f, m:M = ×m along the minor axis and ×M along the major one).
@@ -57,21 +64,28 @@ from kfjax import degradation, evaluation, io, kernels, metrics, sparse_kernel
 _BENCH = flags.DEFINE_string('bench', None, 'Benchmark folder.')
 _STUDY = flags.DEFINE_enum('study', 'gaussian',
                            ['gaussian', 'projection', 'refit', 'sparse', 'perturb', 'shrink',
-                            'blend'],
+                            'blend', 'tv'],
                            'Which study.')
 _SELF_CONTAINED = ('gaussian', 'sparse', 'perturb')   # the studies that need no --eval_dir
 _VARIANTS = flags.DEFINE_string('variants', '{"default": {}}',
                                 'sparse: JSON {name: estimate_kernel keyword overrides}.')
 _EVAL_DIR = flags.DEFINE_list('eval_dir', [],
-                              'evaluate.py output folders (projection, refit, shrink, blend); '
+                              'evaluate.py output folders (projection, refit, shrink, blend, '
+                              'tv); '
                               'a case is read from the first that has it.')
 _METHOD = flags.DEFINE_string('method', 'kernelfusion',
-                              'shrink, blend: the method in --eval_dir whose kernel.npy is '
+                              'shrink, blend, tv: the method in --eval_dir whose kernel.npy is '
                               'studied.')
 _BLEND_WITH = flags.DEFINE_string('blend_with', 'sparse_bp',
-                                  "blend: the method whose kernel is mixed into --method's.")
+                                  "blend, tv: the method whose kernel is mixed into --method's.")
 _WEIGHTS = flags.DEFINE_list('weights', ['0', '0.25', '0.5', '0.75', '1'],
                              'blend: weights w of the --blend_with kernel, in [0, 1].')
+_KERNEL_BLEND = flags.DEFINE_float('kernel_blend', 0.5,
+                                   'tv: the weight of the --blend_with kernel (0: --method alone).')
+_TV_WEIGHTS = flags.DEFINE_list('tv_weights', ['1e-4', '3e-4', '1e-3', '3e-3'],
+                                'tv: TV weights λ (images in [0, 1]).')
+_TV_MIXES = flags.DEFINE_list('tv_mixes', ['0.5'],
+                              "tv: the TV image's shares in the mix with the back-projection.")
 _SCALES = flags.DEFINE_list('scales', ['1', '0.85', '0.7', '0.7:1', '0.5:1'],
                             'shrink: kernel scalings, f (isotropic) or minor:major.')
 _SIGMAS = flags.DEFINE_list('sigmas', ['1', '1.5', '2', '2.5', '3', '4'],
@@ -177,6 +191,25 @@ def case_settings(study, case, lr01, gt_kernel, scale, hr01, variants=None):
       for reg in regs:
         out[f'w{w:g}_reg_{reg:g}'] = degradation.back_projection(lr01, k, scale, reg=reg)
     return out
+  if study == 'tv':
+    kernel = np.load(os.path.join(case_dir(case['id'], _METHOD.value), 'kernel.npy'))
+    if _KERNEL_BLEND.value > 0:
+      other = np.load(os.path.join(case_dir(case['id'], _BLEND_WITH.value), 'kernel.npy'))
+      kernel = kernels.blend(kernel, other, _KERNEL_BLEND.value)
+    out['kernel_nerr'] = metrics.kernel_metrics(kernel, gt_kernel)['kernel_nerr']
+    bicubic = out['bicubic']
+    bps = {reg: degradation.back_projection(lr01, kernel, scale, reg=reg) for reg in regs}
+    for reg, bp in bps.items():
+      out[f'bp_reg_{reg:g}'] = bp
+    for lam in (float(v) for v in _TV_WEIGHTS.value):
+      tv = degradation.sparse_gradient_restore(lr01, kernel, scale, bicubic, lam=lam)
+      out[f'tv_{lam:g}'] = tv
+      for reg, bp in bps.items():
+        for mix in (float(v) for v in _TV_MIXES.value):
+          out[f'tv_{lam:g}_mix_{mix:g}_reg_{reg:g}'] = (1 - mix) * bp + mix * tv
+      out[f'gt_tv_{lam:g}'] = degradation.sparse_gradient_restore(lr01, gt_kernel, scale, bicubic,
+                                                                   lam=lam)
+    return out
   d = case_dir(case['id'], 'kernelfusion')
   x0_path = os.path.join(d, 'hr_diffusion.png')       # x̂0 (hr.png is x̂0 when final_bp_reg=0)
   kf, _ = io.read_image(x0_path if os.path.isfile(x0_path) else os.path.join(d, 'hr.png'))
@@ -215,7 +248,8 @@ def main(argv):
     sys.exit(f'bp_study: error: --scales: expected f or minor:major > 0, got {_SCALES.value}')
   manifest = evaluation.load_benchmark(_BENCH.value)
   scale = manifest['scale']
-  methods = {'shrink': [_METHOD.value], 'blend': [_METHOD.value, _BLEND_WITH.value]}.get(
+  methods = {'shrink': [_METHOD.value], 'blend': [_METHOD.value, _BLEND_WITH.value],
+             'tv': [_METHOD.value] + ([_BLEND_WITH.value] if _KERNEL_BLEND.value > 0 else [])}.get(
       _STUDY.value, ['kernelfusion'])
   try:
     parse_weights(_WEIGHTS.value)
