@@ -333,6 +333,8 @@ class ConfigAndPathErrorsTest(AppTestCase):
       ('final_bp_from', 'phase2.final_bp_from', 'x1', 'final_bp_from'),
       ('final_bp_reg', 'phase2.final_bp_reg', -1.0, 'final_bp_reg'),
       ('kernel_blend', 'phase2.kernel_blend', 1.5, 'kernel_blend must be in [0, 1]'),
+      ('final_tv', 'phase2.final_tv', -1e-3, 'final_tv must be ≥ 0'),
+      ('final_tv_mix', 'phase2.final_tv_mix', 1.5, 'final_tv_mix must be in [0, 1]'),
       ('kernel_crop', 'io.kernel_crop', -1, 'kernel_crop'),
       ('kernel_crop_too_small', 'io.kernel_crop', 8, 'kernel_crop must be 0 or ≥ 16'))
   def test_invalid_config(self, field, value, words):
@@ -352,6 +354,15 @@ class ConfigAndPathErrorsTest(AppTestCase):
     config.phase2.final_bp_from = 'x0'
     path = _save_png(self.inp / 'photo.png', _rgb())
     with self.assertRaisesRegex(app.ConfigError, "kernel_crop > 0 needs .*'bicubic'"):
+      self.run_app(path, config)
+    self.assertFalse(self.out.exists())
+
+  def test_tv_needs_the_back_projection(self):
+    config = _tiny()
+    config.phase2.final_tv = 1e-3
+    config.phase2.final_bp_reg = 0.0
+    path = _save_png(self.inp / 'photo.png', _rgb())
+    with self.assertRaisesRegex(app.ConfigError, 'final_tv > 0 needs phase2.final_bp_reg > 0'):
       self.run_app(path, config)
     self.assertFalse(self.out.exists())
 

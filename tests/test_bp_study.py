@@ -1,4 +1,4 @@
-"""tools/bp_study.py --study=shrink and --study=blend on a one-case benchmark, with the GT kernel
+"""tools/bp_study.py --study=shrink, blend and tv on a one-case benchmark, with the GT kernel
 as kernelfusion's 'estimate' (and a stretched GT as sparse_bp's)."""
 
 import json
@@ -94,6 +94,28 @@ class ShrinkStudyTest(absltest.TestCase):
     self.assertNotEqual(proc.returncode, 0)
     self.assertEqual(proc.stderr.strip().splitlines()[-1],
                      "bp_study: error: --weights: expected numbers in [0, 1], got ['0', '2']")
+
+  def test_tv_with_the_gt_kernel(self):
+    # --kernel_blend=0: kernelfusion's kernel (the GT) alone, so its TV SR is the GT's.
+    row = self._row('tv', '--kernel_blend=0', '--tv_weights=1e-4,1e-1', '--tv_mixes=0,1',
+                    '--regs=0.3')
+    self.assertAlmostEqual(row['kernel_nerr'], 0.0, places=6)
+    self.assertAlmostEqual(row['bp_reg_0.3'], row['bp_gt_reg_0.3'], places=4)
+    self.assertAlmostEqual(row['tv_0.0001'], row['gt_tv_0.0001'], places=4)
+    self.assertAlmostEqual(row['tv_0.0001_mix_0_reg_0.3'], row['bp_reg_0.3'], places=4)
+    self.assertAlmostEqual(row['tv_0.0001_mix_1_reg_0.3'], row['tv_0.0001'], places=4)
+    self.assertLess(row['tv_0.1'], row['tv_0.0001'])          # an overweighted prior loses
+    # Blended with the stretched "sparse_bp" kernel, the kernel is wrong.
+    row = self._row('tv', '--tv_weights=1e-4', '--tv_mixes=0.5', '--regs=0.3')
+    self.assertGreater(row['kernel_nerr'], 0.1)
+    self.assertLess(row['tv_0.0001'], row['gt_tv_0.0001'])
+    row = self._row('tv', '--kernel_blend=0', '--tv_weights=1e-4', '--tv_mixes=1', '--regs=0.3',
+                    '--tv_iters=1x1,6x15')
+    self.assertLess(row['tv_0.0001_it1x1'], row['tv_0.0001_it6x15'])   # one CG step is not enough
+    proc = self._run('tv', '--tv_iters=6', f'--out={os.path.join(self.root, "bad.json")}')
+    self.assertNotEqual(proc.returncode, 0)
+    self.assertEqual(proc.stderr.strip().splitlines()[-1],
+                     "bp_study: error: --tv_iters: expected rounds x iterations, e.g. 6x15, got ['6']")
 
 
 if __name__ == '__main__':

@@ -414,6 +414,23 @@ class FinalProjectionTest(absltest.TestCase):
     with self.assertRaisesRegex(ValueError, 'final_bp_from'):
       pipeline.final_projection(start, lr, kernel, config)
 
+  def test_tv_mix(self):
+    # phase2.final_tv: the output is (1 − share)·BP + share·TV, both from the bicubic upscale.
+    config = x4.get_config('tiny')
+    config.phase2.final_bp_from = 'bicubic'
+    kernel = kernels.anisotropic_gaussian(9, sigmas=(2.0, 1.0))
+    hr_gt = _astronaut(64)
+    lr = np.asarray(degradation.downscale(hr_gt, kernel, 4))
+    bp = np.asarray(degradation.back_projection(lr, kernel, 4, reg=config.phase2.final_bp_reg))
+    tv = np.asarray(degradation.sparse_gradient_restore(
+        lr, kernel, 4, degradation.bicubic_upscale(lr, 4), lam=1e-3))
+    config.phase2.final_tv = 1e-3
+    for share in (0.0, 0.3, 1.0):
+      config.phase2.final_tv_mix = share
+      np.testing.assert_allclose(pipeline.final_projection(None, lr, kernel, config),
+                                 np.clip((1 - share) * bp + share * tv, 0, 1), atol=1e-5)
+    self.assertGreater(float(np.abs(tv - bp).max()), 0.05)   # the two really differ
+
 
 class GuardedTest(absltest.TestCase):
 

@@ -35,6 +35,7 @@ r"""Back-projection studies behind docs/results.md (no training; seconds on a CP
   # each share in --tv_mixes; and the TV SR with the GT kernel, for reference.
   python tools/bp_study.py --bench=bench/mini --study=tv --eval_dir=bench/mini_eval \
       --regs=0.3 --out=bench/bp_tv_mini.json
+  # ... and how many HQS rounds × CG iterations the TV SR needs (--tv_iters=8x30,6x15,4x10).
 
   # Are a method's kernels too wide or too narrow? Their principal spreads against the GT's,
   # and the back-projection with each kernel scaled about its centre of mass (--scales:
@@ -86,6 +87,9 @@ _TV_WEIGHTS = flags.DEFINE_list('tv_weights', ['1e-4', '3e-4', '1e-3', '3e-3'],
                                 'tv: TV weights λ (images in [0, 1]).')
 _TV_MIXES = flags.DEFINE_list('tv_mixes', ['0.5'],
                               "tv: the TV image's shares in the mix with the back-projection.")
+_TV_ITERS = flags.DEFINE_list('tv_iters', ['6x15'],
+                              'tv: HQS rounds x CG iterations per round; with more than one, '
+                              'each setting name ends in _it<rounds>x<iterations>.')
 _SCALES = flags.DEFINE_list('scales', ['1', '0.85', '0.7', '0.7:1', '0.5:1'],
                             'shrink: kernel scalings, f (isotropic) or minor:major.')
 _SIGMAS = flags.DEFINE_list('sigmas', ['1', '1.5', '2', '2.5', '3', '4'],
@@ -201,14 +205,18 @@ def case_settings(study, case, lr01, gt_kernel, scale, hr01, variants=None):
     bps = {reg: degradation.back_projection(lr01, kernel, scale, reg=reg) for reg in regs}
     for reg, bp in bps.items():
       out[f'bp_reg_{reg:g}'] = bp
-    for lam in (float(v) for v in _TV_WEIGHTS.value):
-      tv = degradation.sparse_gradient_restore(lr01, kernel, scale, bicubic, lam=lam)
-      out[f'tv_{lam:g}'] = tv
-      for reg, bp in bps.items():
-        for mix in (float(v) for v in _TV_MIXES.value):
-          out[f'tv_{lam:g}_mix_{mix:g}_reg_{reg:g}'] = (1 - mix) * bp + mix * tv
-      out[f'gt_tv_{lam:g}'] = degradation.sparse_gradient_restore(lr01, gt_kernel, scale, bicubic,
-                                                                   lam=lam)
+    for spec in _TV_ITERS.value:
+      n_outer, cg_iter = (int(v) for v in spec.split('x'))
+      it = f'_it{spec}' if len(_TV_ITERS.value) > 1 else ''
+      iters = {'n_outer': n_outer, 'cg_iter': cg_iter}
+      for lam in (float(v) for v in _TV_WEIGHTS.value):
+        tv = degradation.sparse_gradient_restore(lr01, kernel, scale, bicubic, lam=lam, **iters)
+        out[f'tv_{lam:g}{it}'] = tv
+        for reg, bp in bps.items():
+          for mix in (float(v) for v in _TV_MIXES.value):
+            out[f'tv_{lam:g}_mix_{mix:g}_reg_{reg:g}{it}'] = (1 - mix) * bp + mix * tv
+        out[f'gt_tv_{lam:g}{it}'] = degradation.sparse_gradient_restore(
+            lr01, gt_kernel, scale, bicubic, lam=lam, **iters)
     return out
   d = case_dir(case['id'], 'kernelfusion')
   x0_path = os.path.join(d, 'hr_diffusion.png')       # x̂0 (hr.png is x̂0 when final_bp_reg=0)
@@ -251,6 +259,10 @@ def main(argv):
   methods = {'shrink': [_METHOD.value], 'blend': [_METHOD.value, _BLEND_WITH.value],
              'tv': [_METHOD.value] + ([_BLEND_WITH.value] if _KERNEL_BLEND.value > 0 else [])}.get(
       _STUDY.value, ['kernelfusion'])
+  if not all(len(v.split('x')) == 2 and all(p.isdigit() and int(p) > 0 for p in v.split('x'))
+             for v in _TV_ITERS.value):
+    sys.exit(f'bp_study: error: --tv_iters: expected rounds x iterations, e.g. 6x15, got '
+             f'{_TV_ITERS.value}')
   try:
     parse_weights(_WEIGHTS.value)
   except ValueError:
