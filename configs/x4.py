@@ -9,7 +9,7 @@ Usage:
 Measured runtimes (2026-11-26; details in docs/speed.md):
   tiny     2-core CPU, embedded demo (32×32 LR → 128×128):     ~30 s cold, ~13 s when re-run
   cpu      2-core CPU, embedded demo (64×64 LR → 256×256):     2 min 27 s; ~2.3 min per blind144
-           crop case; ~2.7 min per DIV2K-size image (kernel from the centre 64×64 LR window)
+           crop case; ~3 min per DIV2K-size image (kernel from the centre 64×64 LR window)
   cpu      NVIDIA H100, one 64×64 LR blind144 crop case:       ~1.6–6.5 s (compile included)
   default  NVIDIA H100, one Phase-2 inner step at HR 2048×1344: 79.5 ms in bf16; a DIV2K-size
            image end to end is not measured (derived: ~30–40 s warm, ~150 s cold).
@@ -136,7 +136,7 @@ def get_config(arg=None):
                                  #   (chosen on mini, confirmed on the others: docs/results.md)
     c.io.kernel_crop = 64        # larger photos: kernel from the centre 64×64 LR px (the size this
                                  #   variant was tuned on), then the whole image back-projected:
-                                 #   ~2.7 min per DIV2K-size image (docs/results.md)
+                                 #   ~3 min per DIV2K-size image (docs/results.md)
     c.demo.hr_size = 256
   elif variant == 'tiny':
     c.pd.width = 16
