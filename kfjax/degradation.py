@@ -321,8 +321,9 @@ def sparse_gradient_restore(lr, kernel, scale: int, init, *, lam: float, prior: 
   with the estimated kernels in the ``cpu`` variant's mix (docs/results.md).
 
   Where back-projection fills what the LR does not say from the bicubic
-  upscale, this fills it with the sharpest edges the LR allows; with the true
-  kernel it gains over 2 dB on blind144 crop mini (docs/results.md).
+  upscale, this fills it with the sharpest edges the LR allows: with the true
+  kernel (λ 1e-4) it scores 27.4 dB on blind144 crop mini, against 26.0 for
+  the back-projection and 24.1 for bicubic (docs/results.md).
 
   Args:
     lr: (h, w, C) LR image.

@@ -30,7 +30,6 @@ the mean over its 12 cases, and on div2kfk for the number of alternations.
 
 from __future__ import annotations
 
-
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 from scipy import ndimage
