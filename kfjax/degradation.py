@@ -317,7 +317,7 @@ def sparse_gradient_restore(lr, kernel, scale: int, init, *, lam: float, prior: 
   gradients at lam/β (soft for TV, hard for L0) and then solving the quadratic
   problem by ``cg_iter`` conjugate-gradient iterations. Gradients are periodic.
   The default 6 × 15 iterations give the PSNR of 8 × 30 to 0.01 dB on blind144
-  crop mini (true kernel, λ 1e-4), and to 0.003 dB on the three crop benchmarks
+  crop mini (true kernel, λ 1e-4), and to 0.001 dB on the three crop benchmarks
   with the estimated kernels in the ``cpu`` variant's mix (docs/results.md).
 
   Where back-projection fills what the LR does not say from the bicubic
