@@ -28,6 +28,10 @@ Methods (:data:`METHODS`):
   bicubic upscale: the back-projection with regulariser
   ``phase2.final_bp_reg``, mixed with the TV SR when ``phase2.final_tv`` > 0).
   It shows what a *generic* image prior gives on the same case.
+* ``spectral_bp`` (a classical reference, not the paper's): the anisotropic
+  Gaussian kernel that best explains the LR power spectrum
+  (:func:`kfjax.spectral_kernel.fit_gaussian`; ~1 s, no training), then the
+  same final step. It shows what the spectrum alone says about the kernel.
 * ``bp_est``: back-projection with the kernel that ``kernelfusion`` estimated for
   the same case (read from ``cases/<id>/kernelfusion/kernel.npy``, so
   kernelfusion must have finished for that case, in this run or an earlier one).
@@ -81,6 +85,7 @@ from kfjax import io as kio
 from kfjax import metrics as metrics_lib
 from kfjax import pipeline
 from kfjax import sparse_kernel
+from kfjax import spectral_kernel
 
 KERNEL_METHODS = {'kernelfusion': 'full', 'pd_unet': 'pd_unet', 'unet_only': 'unet_only',
                   'dip': 'dip', 'kf_gtk': 'full'}
@@ -89,11 +94,13 @@ the oracle: KernelFusion given the ground-truth kernel (non-blind), an upper
 bound on what a perfect kernel estimate would give."""
 
 METHODS = ('bicubic', 'bp_gt', 'kernelfusion', 'bp_est', 'pd_unet', 'unet_only', 'dip',
-           'kf_gtk', 'sparse_bp')
+           'kf_gtk', 'sparse_bp', 'spectral_bp')
 """Every method, in the order they run within a case (and are listed in reports)."""
 
 DEFAULT_METHODS = ('kernelfusion', 'bicubic', 'bp_gt', 'bp_est')
-ESTIMATING_METHODS = ('kernelfusion', 'pd_unet', 'unet_only', 'dip', 'sparse_bp')
+ESTIMATING_METHODS = ('kernelfusion', 'pd_unet', 'unet_only', 'dip', 'sparse_bp', 'spectral_bp')
+CLASSICAL_METHODS = {'sparse_bp': sparse_kernel, 'spectral_bp': spectral_kernel}
+"""The classical blind references: method → its kernel estimator's module."""
 """The methods that estimate (and save) a kernel."""
 
 IMAGE_METRICS = ('psnr_y', 'ssim_y', 'psnr_y_s', 'ssim_y_s')
@@ -181,15 +188,17 @@ def method_config(config: ml_collections.ConfigDict, method: str) -> ml_collecti
 def config_digest(config: ml_collections.ConfigDict, method: str) -> str:
   """SHA-256 of what a method's result depends on: the whole config (with the
   method's ``phase2.mode``) for kernel methods, kernelfusion's for ``bp_est``
-  (it uses kernelfusion's kernel), the estimator's settings for ``sparse_bp``,
+  (it uses kernelfusion's kernel), the estimator's settings for the classical references,
   only the scale for the others."""
   if method in KERNEL_METHODS or method == 'bp_est':
     text = pipeline.config_to_json(
         method_config(config, 'kernelfusion' if method == 'bp_est' else method))
-  elif method == 'sparse_bp':
+  elif method in CLASSICAL_METHODS:
+    p2 = config.phase2
     text = json.dumps({'scale': int(config.scale), 'kernel_size': int(config.kernel.size),
-                       'final_bp_reg': float(config.phase2.final_bp_reg),
-                       'estimator': sparse_kernel.DEFAULTS}, sort_keys=True)
+                       'final_bp_reg': float(p2.final_bp_reg), 'final_tv': float(p2.final_tv),
+                       'final_tv_mix': float(p2.final_tv_mix),
+                       'estimator': CLASSICAL_METHODS[method].DEFAULTS}, sort_keys=True)
   else:
     text = json.dumps({'scale': int(config.scale)})
   return hashlib.sha256(text.encode()).hexdigest()
@@ -229,8 +238,8 @@ def run_method(method: str, lr01: np.ndarray, config: ml_collections.ConfigDict,
     if est_kernel is None:
       raise ValueError('no kernelfusion kernel for this case (run kernelfusion on it first)')
     hr = degradation.back_projection(lr, est_kernel, scale)
-  elif method == 'sparse_bp':
-    kernel = sparse_kernel.estimate_kernel(lr01, scale, int(config.kernel.size))
+  elif method in CLASSICAL_METHODS:
+    kernel = CLASSICAL_METHODS[method].estimate_kernel(lr01, scale, int(config.kernel.size))
     if config.phase2.final_bp_reg > 0:
       return pipeline.final_projection(None, lr01, kernel, config), kernel, {}
     hr = degradation.back_projection(lr, kernel, scale, reg=0.0)

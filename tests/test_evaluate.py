@@ -149,20 +149,22 @@ class EvaluateTest(absltest.TestCase):
     for c in self.manifest['cases']:
       self.assertGreater(by[c['id'], 'bp_gt'], by[c['id'], 'bicubic'] + 0.3)
 
-  def test_sparse_bp(self):
-    out = os.path.join(self.root, 'out_sparse')
-    r = evaluation.evaluate(self.bench, self.config, out, methods=['sparse_bp'])
-    for c in r['cases']:
-      self.assertEqual(c['status'], 'ok')
-      self.assertTrue(np.isfinite(c['psnr_y']))
-      self.assertIn('kernel_nerr', c)
-      k = np.load(os.path.join(self._case_dir(out, c['id'], 'sparse_bp'), 'kernel.npy'))
-      self.assertEqual(k.shape, (self.config.kernel.size,) * 2)
-      self.assertAlmostEqual(float(k.sum()), 1.0, places=5)
-    changed = self.config.copy_and_resolve_references()
-    changed.phase2.final_bp_reg = 0.1
-    self.assertNotEqual(evaluation.config_digest(self.config, 'sparse_bp'),
-                        evaluation.config_digest(changed, 'sparse_bp'))
+  def test_classical_references(self):
+    for method in ('sparse_bp', 'spectral_bp'):
+      out = os.path.join(self.root, 'out_' + method)
+      r = evaluation.evaluate(self.bench, self.config, out, methods=[method])
+      for c in r['cases']:
+        self.assertEqual(c['status'], 'ok')
+        self.assertTrue(np.isfinite(c['psnr_y']))
+        self.assertIn('kernel_nerr', c)
+        k = np.load(os.path.join(self._case_dir(out, c['id'], method), 'kernel.npy'))
+        self.assertEqual(k.shape, (self.config.kernel.size,) * 2)
+        self.assertAlmostEqual(float(k.sum()), 1.0, places=5)
+      for field, value in (('final_bp_reg', 0.1), ('final_tv', 1e-3)):
+        changed = self.config.copy_and_resolve_references()
+        changed.phase2[field] = value
+        self.assertNotEqual(evaluation.config_digest(self.config, method),
+                            evaluation.config_digest(changed, method))
 
   def test_markdown(self):
     with open(os.path.join(self.out, 'results.md')) as f:
