@@ -117,6 +117,18 @@ class ShrinkStudyTest(absltest.TestCase):
     self.assertEqual(proc.stderr.strip().splitlines()[-1],
                      "bp_study: error: --tv_iters: expected rounds x iterations, e.g. 6x15, got ['6']")
 
+  def test_spectral(self):
+    row = self._row('spectral', '--kernel_blend=0', '--weights=0,1', '--tv_weights=1e-4',
+                    '--tv_mixes=1', '--regs=0.3')
+    # Weight 0: the saved kernel (the GT) alone.
+    self.assertAlmostEqual(row['w0_nerr'], 0.0, places=6)
+    self.assertAlmostEqual(row['w0_tv_0.0001'], row['gt_tv_0.0001'], places=4)
+    # Weight 1: the spectral Gaussian fit alone (from only 16×16 LR px here): elongated along
+    # the GT's major axis (30° counter-clockwise on screen = 150° in the fit's convention).
+    self.assertGreater(row['spectral_sigma1'], 1.3 * row['spectral_sigma2'])
+    self.assertLess(abs(row['spectral_theta'] - np.radians(150)), 0.5)
+    self.assertLess(row['w1_nerr'], 0.8)
+
 
 if __name__ == '__main__':
   absltest.main()

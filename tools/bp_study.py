@@ -37,6 +37,13 @@ r"""Back-projection studies behind docs/results.md (no training; seconds on a CP
       --regs=0.3 --out=bench/bp_tv_mini.json
   # ... and how many HQS rounds × CG iterations the TV SR needs (--tv_iters=8x30,6x15,4x10).
 
+  # The spectral Gaussian kernel (kfjax.spectral_kernel) mixed into that kernel with each
+  # weight in --weights (0: the saved kernel alone, 1: the spectral fit alone), then the
+  # back-projection, the TV SR and their mixes as in --study=tv; and the TV SR with the GT.
+  # --variants as for sparse, e.g. '{"a1.6": {"alpha": 1.6}, "a2": {}}'.
+  python tools/bp_study.py --bench=bench/mini --study=spectral --eval_dir=bench/mini_eval \
+      --weights=0,0.5,1 --regs=0.3 --tv_weights=1e-4,1e-3 --out=bench/bp_spectral_mini.json
+
   # Are a method's kernels too wide or too narrow? Their principal spreads against the GT's,
   # and the back-projection with each kernel scaled about its centre of mass (--scales:
   # f = isotropic ×f, m:M = ×m along the minor axis and ×M along the major one).
@@ -60,35 +67,41 @@ if _REPO not in sys.path:
   sys.path.insert(0, _REPO)
 
 # pylint: disable-next=wrong-import-position
-from kfjax import degradation, evaluation, io, kernels, metrics, sparse_kernel
+from kfjax import degradation, evaluation, io, kernels, metrics, sparse_kernel, spectral_kernel
 
 _BENCH = flags.DEFINE_string('bench', None, 'Benchmark folder.')
 _STUDY = flags.DEFINE_enum('study', 'gaussian',
                            ['gaussian', 'projection', 'refit', 'sparse', 'perturb', 'shrink',
-                            'blend', 'tv'],
+                            'blend', 'tv', 'spectral'],
                            'Which study.')
 _SELF_CONTAINED = ('gaussian', 'sparse', 'perturb')   # the studies that need no --eval_dir
 _VARIANTS = flags.DEFINE_string('variants', '{"default": {}}',
-                                'sparse: JSON {name: estimate_kernel keyword overrides}.')
+                                'sparse, spectral: JSON {name: estimate_kernel (fit_gaussian) '
+                                'keyword overrides}; with more than one, spectral names start '
+                                'with the variant name.')
 _EVAL_DIR = flags.DEFINE_list('eval_dir', [],
                               'evaluate.py output folders (projection, refit, shrink, blend, '
-                              'tv); '
+                              'tv, spectral); '
                               'a case is read from the first that has it.')
 _METHOD = flags.DEFINE_string('method', 'kernelfusion',
-                              'shrink, blend, tv: the method in --eval_dir whose kernel.npy is '
+                              'shrink, blend, tv, spectral: the method in --eval_dir whose '
+                              'kernel.npy is '
                               'studied.')
 _BLEND_WITH = flags.DEFINE_string('blend_with', 'sparse_bp',
-                                  "blend, tv: the method whose kernel is mixed into --method's.")
+                                  "blend, tv, spectral: the method whose kernel is mixed into "
+                                  "--method's.")
 _WEIGHTS = flags.DEFINE_list('weights', ['0', '0.25', '0.5', '0.75', '1'],
-                             'blend: weights w of the --blend_with kernel, in [0, 1].')
+                             'blend: weights w of the --blend_with kernel; spectral: of the '
+                             'spectral Gaussian kernel; in [0, 1].')
 _KERNEL_BLEND = flags.DEFINE_float('kernel_blend', 0.5,
-                                   'tv: the weight of the --blend_with kernel (0: --method alone).')
+                                   'tv, spectral: the weight of the --blend_with kernel (0: '
+                                   '--method alone).')
 _TV_WEIGHTS = flags.DEFINE_list('tv_weights', ['1e-4', '3e-4', '1e-3', '3e-3'],
-                                'tv: TV weights λ (images in [0, 1]).')
+                                'tv, spectral: TV weights λ (images in [0, 1]).')
 _TV_MIXES = flags.DEFINE_list('tv_mixes', ['0.5'],
-                              "tv: the TV image's shares in the mix with the back-projection.")
+                              "tv, spectral: the TV image's shares in the mix with the back-projection.")
 _TV_ITERS = flags.DEFINE_list('tv_iters', ['6x15'],
-                              'tv: HQS rounds x CG iterations per round; with more than one, '
+                              'tv, spectral: HQS rounds x CG iterations per round; with more than one, '
                               'each setting name ends in _it<rounds>x<iterations>.')
 _SCALES = flags.DEFINE_list('scales', ['1', '0.85', '0.7', '0.7:1', '0.5:1'],
                             'shrink: kernel scalings, f (isotropic) or minor:major.')
@@ -149,6 +162,24 @@ def case_dir(case_id: str, method: str):
   return None
 
 
+def tv_settings(out: dict, prefix: str, kernel, lr01, scale: int, regs) -> None:
+  """Adds the back-projections (λ ``regs``), the TV SRs (--tv_weights, --tv_iters) and
+  their mixes (--tv_mixes) with ``kernel`` to ``out``, names prefixed by ``prefix``."""
+  bps = {reg: degradation.back_projection(lr01, kernel, scale, reg=reg) for reg in regs}
+  for reg, bp in bps.items():
+    out[f'{prefix}bp_reg_{reg:g}'] = bp
+  for spec in _TV_ITERS.value:
+    n_outer, cg_iter = (int(v) for v in spec.split('x'))
+    it = f'_it{spec}' if len(_TV_ITERS.value) > 1 else ''
+    for lam in (float(v) for v in _TV_WEIGHTS.value):
+      tv = degradation.sparse_gradient_restore(lr01, kernel, scale, out['bicubic'], lam=lam,
+                                               n_outer=n_outer, cg_iter=cg_iter)
+      out[f'{prefix}tv_{lam:g}{it}'] = tv
+      for reg, bp in bps.items():
+        for mix in (float(v) for v in _TV_MIXES.value):
+          out[f'{prefix}tv_{lam:g}_mix_{mix:g}_reg_{reg:g}{it}'] = (1 - mix) * bp + mix * tv
+
+
 def case_settings(study, case, lr01, gt_kernel, scale, hr01, variants=None):
   """{setting name: HR estimate} for one case."""
   out = {'bicubic': degradation.bicubic_upscale(lr01, scale),
@@ -195,28 +226,27 @@ def case_settings(study, case, lr01, gt_kernel, scale, hr01, variants=None):
       for reg in regs:
         out[f'w{w:g}_reg_{reg:g}'] = degradation.back_projection(lr01, k, scale, reg=reg)
     return out
-  if study == 'tv':
+  if study in ('tv', 'spectral'):
     kernel = np.load(os.path.join(case_dir(case['id'], _METHOD.value), 'kernel.npy'))
     if _KERNEL_BLEND.value > 0:
       other = np.load(os.path.join(case_dir(case['id'], _BLEND_WITH.value), 'kernel.npy'))
       kernel = kernels.blend(kernel, other, _KERNEL_BLEND.value)
-    out['kernel_nerr'] = metrics.kernel_metrics(kernel, gt_kernel)['kernel_nerr']
-    bicubic = out['bicubic']
-    bps = {reg: degradation.back_projection(lr01, kernel, scale, reg=reg) for reg in regs}
-    for reg, bp in bps.items():
-      out[f'bp_reg_{reg:g}'] = bp
-    for spec in _TV_ITERS.value:
-      n_outer, cg_iter = (int(v) for v in spec.split('x'))
-      it = f'_it{spec}' if len(_TV_ITERS.value) > 1 else ''
-      iters = {'n_outer': n_outer, 'cg_iter': cg_iter}
-      for lam in (float(v) for v in _TV_WEIGHTS.value):
-        tv = degradation.sparse_gradient_restore(lr01, kernel, scale, bicubic, lam=lam, **iters)
-        out[f'tv_{lam:g}{it}'] = tv
-        for reg, bp in bps.items():
-          for mix in (float(v) for v in _TV_MIXES.value):
-            out[f'tv_{lam:g}_mix_{mix:g}_reg_{reg:g}{it}'] = (1 - mix) * bp + mix * tv
-        out[f'gt_tv_{lam:g}{it}'] = degradation.sparse_gradient_restore(
-            lr01, gt_kernel, scale, bicubic, lam=lam, **iters)
+    if study == 'tv':
+      out['kernel_nerr'] = metrics.kernel_metrics(kernel, gt_kernel)['kernel_nerr']
+      tv_settings(out, '', kernel, lr01, scale, regs)
+    else:
+      for name, overrides in variants.items():
+        v = f'{name}_' if len(variants) > 1 else ''
+        spectral, info = spectral_kernel.fit_gaussian(lr01, scale, kernel.shape[0], **overrides)
+        out.update({f'{v}spectral_{k}': x for k, x in info.items()})
+        for w in parse_weights(_WEIGHTS.value):
+          if w == 0 and v and name != next(iter(variants)):
+            continue                                      # the saved kernel: once is enough
+          k = kernels.blend(kernel, spectral, w)
+          pre = '' if w == 0 else v
+          out[f'{pre}w{w:g}_nerr'] = metrics.kernel_metrics(k, gt_kernel)['kernel_nerr']
+          tv_settings(out, f'{pre}w{w:g}_', k, lr01, scale, regs)
+    tv_settings(out, 'gt_', gt_kernel, lr01, scale, [])
     return out
   d = case_dir(case['id'], 'kernelfusion')
   x0_path = os.path.join(d, 'hr_diffusion.png')       # x̂0 (hr.png is x̂0 when final_bp_reg=0)
@@ -257,8 +287,9 @@ def main(argv):
   manifest = evaluation.load_benchmark(_BENCH.value)
   scale = manifest['scale']
   methods = {'shrink': [_METHOD.value], 'blend': [_METHOD.value, _BLEND_WITH.value],
-             'tv': [_METHOD.value] + ([_BLEND_WITH.value] if _KERNEL_BLEND.value > 0 else [])}.get(
-      _STUDY.value, ['kernelfusion'])
+             'tv': [_METHOD.value] + ([_BLEND_WITH.value] if _KERNEL_BLEND.value > 0 else [])}
+  methods['spectral'] = methods['tv']
+  methods = methods.get(_STUDY.value, ['kernelfusion'])
   if not all(len(v.split('x')) == 2 and all(p.isdigit() and int(p) > 0 for p in v.split('x'))
              for v in _TV_ITERS.value):
     sys.exit(f'bp_study: error: --tv_iters: expected rounds x iterations, e.g. 6x15, got '
