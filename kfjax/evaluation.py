@@ -99,9 +99,9 @@ METHODS = ('bicubic', 'bp_gt', 'kernelfusion', 'bp_est', 'pd_unet', 'unet_only',
 
 DEFAULT_METHODS = ('kernelfusion', 'bicubic', 'bp_gt', 'bp_est')
 ESTIMATING_METHODS = ('kernelfusion', 'pd_unet', 'unet_only', 'dip', 'sparse_bp', 'spectral_bp')
+"""The methods that estimate (and save) a kernel."""
 CLASSICAL_METHODS = {'sparse_bp': sparse_kernel, 'spectral_bp': spectral_kernel}
 """The classical blind references: method → its kernel estimator's module."""
-"""The methods that estimate (and save) a kernel."""
 
 IMAGE_METRICS = ('psnr_y', 'ssim_y', 'psnr_y_s', 'ssim_y_s')
 TABLE_METRICS = IMAGE_METRICS + ('kernel_nerr', 'kernel_psnr', 'bp_gap_y', 'seconds')
