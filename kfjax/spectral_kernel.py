@@ -80,7 +80,7 @@ def prior_power(hr_shape: tuple[int, int], alpha: float) -> np.ndarray:
 
 
 def aliased_gain(kernel, scale: int, lr_shape: tuple[int, int], prior) -> np.ndarray:
-  """``Σ_a |k̂(ω + a)|² · prior(ω + a)`` on the LR DFT grid (the model's C(ω) for c = 1, n = 0).
+  """``Σ_a |k̂(ω + a)|² · prior(ω + a)`` on the LR DFT grid: the model's C(ω) at c = 1, n = 0.
 
   Args:
     kernel: 2-D kernel (its position does not matter: only |k̂| enters).

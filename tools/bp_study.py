@@ -85,8 +85,7 @@ _EVAL_DIR = flags.DEFINE_list('eval_dir', [],
                               'a case is read from the first that has it.')
 _METHOD = flags.DEFINE_string('method', 'kernelfusion',
                               'shrink, blend, tv, spectral: the method in --eval_dir whose '
-                              'kernel.npy is '
-                              'studied.')
+                              'kernel.npy is studied.')
 _BLEND_WITH = flags.DEFINE_string('blend_with', 'sparse_bp',
                                   "blend, tv, spectral: the method whose kernel is mixed into "
                                   "--method's.")
@@ -99,10 +98,11 @@ _KERNEL_BLEND = flags.DEFINE_float('kernel_blend', 0.5,
 _TV_WEIGHTS = flags.DEFINE_list('tv_weights', ['1e-4', '3e-4', '1e-3', '3e-3'],
                                 'tv, spectral: TV weights λ (images in [0, 1]).')
 _TV_MIXES = flags.DEFINE_list('tv_mixes', ['0.5'],
-                              "tv, spectral: the TV image's shares in the mix with the back-projection.")
+                              "tv, spectral: the TV image's shares in the mix with the "
+                              'back-projection.')
 _TV_ITERS = flags.DEFINE_list('tv_iters', ['6x15'],
-                              'tv, spectral: HQS rounds x CG iterations per round; with more than one, '
-                              'each setting name ends in _it<rounds>x<iterations>.')
+                              'tv, spectral: HQS rounds x CG iterations per round; with more '
+                              'than one, each setting name ends in _it<rounds>x<iterations>.')
 _SCALES = flags.DEFINE_list('scales', ['1', '0.85', '0.7', '0.7:1', '0.5:1'],
                             'shrink: kernel scalings, f (isotropic) or minor:major.')
 _SIGMAS = flags.DEFINE_list('sigmas', ['1', '1.5', '2', '2.5', '3', '4'],
@@ -235,17 +235,16 @@ def case_settings(study, case, lr01, gt_kernel, scale, hr01, variants=None):
       out['kernel_nerr'] = metrics.kernel_metrics(kernel, gt_kernel)['kernel_nerr']
       tv_settings(out, '', kernel, lr01, scale, regs)
     else:
+      weights = parse_weights(_WEIGHTS.value)
+      mixes = {'w0_': kernel} if 0 in weights else {}     # the saved kernel, once
       for name, overrides in variants.items():
         v = f'{name}_' if len(variants) > 1 else ''
         spectral, info = spectral_kernel.fit_gaussian(lr01, scale, kernel.shape[0], **overrides)
         out.update({f'{v}spectral_{k}': x for k, x in info.items()})
-        for w in parse_weights(_WEIGHTS.value):
-          if w == 0 and v and name != next(iter(variants)):
-            continue                                      # the saved kernel: once is enough
-          k = kernels.blend(kernel, spectral, w)
-          pre = '' if w == 0 else v
-          out[f'{pre}w{w:g}_nerr'] = metrics.kernel_metrics(k, gt_kernel)['kernel_nerr']
-          tv_settings(out, f'{pre}w{w:g}_', k, lr01, scale, regs)
+        mixes.update({f'{v}w{w:g}_': kernels.blend(kernel, spectral, w) for w in weights if w > 0})
+      for pre, k in mixes.items():
+        out[f'{pre}nerr'] = metrics.kernel_metrics(k, gt_kernel)['kernel_nerr']
+        tv_settings(out, pre, k, lr01, scale, regs)
     tv_settings(out, 'gt_', gt_kernel, lr01, scale, [])
     return out
   d = case_dir(case['id'], 'kernelfusion')
