@@ -34,7 +34,8 @@ _BATCH = flags.DEFINE_integer('batch_cases', 0, 'If > 0, time this many 64×64 c
 _BATCH_VARIANT = flags.DEFINE_string('batch_variant', 'cpu', 'Config variant of --batch_cases.')
 _PHASE1 = flags.DEFINE_bool('phase1', True, 'Time the Phase-1 grid (width × batch × dtype).')
 _SIZES = flags.DEFINE_list('phase2_sizes', [], 'Phase-2 HR sizes as WxH or WxH:dtype (default: '
-                           '256x256 on CPU; 256x256,512x512,1024x1024,2048x1344 on a GPU).')
+                           '256x256 on CPU; 256x256,512x512,1024x1024,2048x1344 on a GPU; '
+                           '"none": skip Phase 2).')
 _DTYPES = flags.DEFINE_list('phase2_dtypes', [], 'Phase-2 dtypes of sizes given without one '
                             '(default: float32 on CPU; bfloat16,float32 on a GPU).')
 _E2E_VARIANTS = flags.DEFINE_list('e2e_variants', [], 'End-to-end variants (default: cpu on '
@@ -135,17 +136,27 @@ def bench_batched(variant, n, lr_hw=(64, 64)):
   rng = np.random.default_rng(0)
   lrs = rng.random((n, *lr_hw, 3)).astype(np.float32)
   quiet = lambda m: None
+  t0 = time.perf_counter()
   pipeline.super_resolve_batch(lrs, c, log=quiet)            # compile
+  batched_first = time.perf_counter() - t0
+  logging.info('batched: first call (compile included) %.1f s', batched_first)
   t0 = time.perf_counter()
-  pipeline.super_resolve_batch(lrs, c, log=quiet)
+  _, _, info = pipeline.super_resolve_batch(lrs, c, log=quiet)
   batched = time.perf_counter() - t0
-  pipeline.super_resolve(lrs[0], c, log=quiet)               # compile
+  logging.info('batched: %d cases in %.1f s (Phase 1 %.1f s, Phase 2 and final steps %.1f s)',
+               n, batched, info['phase1_seconds'], info['phase2_seconds'])
   t0 = time.perf_counter()
-  for lr in lrs:
+  pipeline.super_resolve(lrs[0], c, log=quiet)               # compile
+  sequential_first = time.perf_counter() - t0
+  t0 = time.perf_counter()
+  for i, lr in enumerate(lrs):
     pipeline.super_resolve(lr, c, log=quiet)
+    logging.info('sequential: %d cases in %.1f s', i + 1, time.perf_counter() - t0)
   sequential = time.perf_counter() - t0
   return {'variant': variant, 'cases': n, 'lr': f'{lr_hw[1]}x{lr_hw[0]}',
-          'batched_s': batched, 'sequential_s': sequential, 'speedup': sequential / batched}
+          'batched_s': batched, 'sequential_s': sequential, 'speedup': sequential / batched,
+          'batched_first_s': batched_first, 'sequential_first_s': sequential_first,
+          'batched_phase1_s': info['phase1_seconds'], 'batched_phase2_s': info['phase2_seconds']}
 
 
 def _table(rows, cols):
@@ -181,8 +192,8 @@ def _report(res, out):
         _table(res.get('end_to_end', []), ['variant', 'lr', 'total_s', 'phase1_s', 'phase2_s',
                                            'phase1_steps', 'inner_steps']),
         '', '## Batched cases (vmap) vs one by one, compile excluded', '',
-        _table(res.get('batched', []), ['variant', 'cases', 'lr', 'batched_s', 'sequential_s',
-                                        'speedup'])]
+        _table(res.get('batched', []), ['variant', 'cases', 'lr', 'batched_first_s', 'batched_s',
+                                        'sequential_first_s', 'sequential_s', 'speedup'])]
   text = '\n'.join(md) + '\n'
   io.atomic_write_text(os.path.join(out, 'speed.md'), text)
   return text
@@ -197,6 +208,8 @@ def _phase2_runs(gpu, quick):
   dtypes = _DTYPES.value or (['bfloat16', 'float32'] if gpu else ['float32'])
   specs = _SIZES.value or (['256x256', '512x512', '1024x1024', '2048x1344'] if gpu
                            else ['256x256'])
+  if specs == ['none']:
+    return []
   if quick:
     specs = specs[:1]
   runs = []

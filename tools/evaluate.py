@@ -37,6 +37,7 @@ _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if _REPO not in sys.path:
   sys.path.insert(0, _REPO)
 
+import kfjax  # pylint: disable=g-import-not-at-top,wrong-import-position
 from kfjax import evaluation  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 _BENCH = flags.DEFINE_string('bench', None, 'Benchmark folder (from tools/make_benchmark.py).')
@@ -67,6 +68,7 @@ def main(argv):
     _fail('--out is required')
   logging.set_verbosity(logging.INFO)
   logging.set_stderrthreshold(logging.INFO)
+  kfjax.enable_compilation_cache()   # a re-run (or the next benchmark) skips XLA compilation
   try:
     results = evaluation.evaluate(
         _BENCH.value, _CONFIG.value, _OUT.value, methods=_METHODS.value,

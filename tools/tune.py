@@ -27,6 +27,7 @@ if _REPO not in sys.path:
   sys.path.insert(0, _REPO)
 
 from configs import x4  # pylint: disable=wrong-import-position
+import kfjax  # pylint: disable=wrong-import-position
 from kfjax import degradation, evaluation, metrics, pipeline  # pylint: disable=wrong-import-position
 
 _BENCH = flags.DEFINE_string('bench', None, 'Benchmark folder (tools/make_benchmark.py).')
@@ -73,6 +74,7 @@ def main(argv):
   del argv
   if not _BENCH.value or not _OUT.value:
     sys.exit('tune: error: --bench and --out are required')
+  kfjax.enable_compilation_cache()
   variants = json.loads(_VARIANTS.value)
   manifest = evaluation.load_benchmark(_BENCH.value)
   cases = evaluation.select_cases(manifest, _CASES.value)

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One prepared GPU session (see docs/speed.md, docs/results.md): install the two wheels the
 # GPU image lacks, run a list of evaluations, then the speed benchmark. Everything goes
-# under $OUT; each step has its own timeout, so a slow step cannot eat the others' time.
+# under $OUT (the evaluations and their logs in one tarball, evals.tar.gz); each step has its
+# own timeout, so a slow step cannot eat the others' time.
 #
 # Usage on the device machine (benchmarks built beforehand into the git-ignored .devdata/):
 #   JOBS='mini_cpu|.devdata/mini|200|--config=configs/x4.py:cpu --methods=kernelfusion,bicubic
@@ -19,9 +20,11 @@ while IFS='|' read -r name bench limit args; do
   echo "== $name ($bench, ${limit}s): $args"
   # shellcheck disable=SC2086
   timeout "$limit" python3 tools/evaluate.py --bench="$bench" --out=/tmp/ev_$name $args 2>&1 \
-    | grep --line-buffered -E "psnr_y|rror" | tail -30
-  mkdir -p $OUT/$name
-  for f in results.md results.json kernels.png; do cp /tmp/ev_$name/$f $OUT/$name/ 2>/dev/null; done
+    | tee /tmp/ev_$name.log | grep --line-buffered -E "psnr_y|rror" | tail -30
+  # At most 8 files come back: one tarball of every job so far (reports, per-case metrics and
+  # kernels; no images but the kernel grid), rewritten after each job.
+  (cd /tmp && find ev_* \( -name 'results.*' -o -name kernels.png -o -name metrics.json \
+    -o -name kernel.npy -o -name error.json -o -name '*.log' \) -print0 | tar -czf $OUT/evals.tar.gz --null -T -)
 done <<< "${JOBS:-}"
 if [ "${SPEED_ARGS:-}" != skip ]; then
   echo "== bench_speed ${SPEED_ARGS:-}"
