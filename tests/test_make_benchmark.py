@@ -175,8 +175,22 @@ class GenericBenchmarkTest(absltest.TestCase):
         with open(os.path.join(out, c[key]), 'rb') as a, \
              open(os.path.join(self.out, c[key]), 'rb') as b:
           self.assertEqual(a.read(), b.read(), c[key])
+    # --cases keeps only the named cases, byte for byte the same.
+    sub = os.path.join(self.root, 'sub')
+    r = _run_tool(f'--hr_dir={self.hr_dir}', f'--kernels={self.k_npy},{self.k_mat}',
+                  '--pairing=diagonal', '--scale=2', f'--out={sub}', '--quiet',
+                  '--cases=img10__box')
+    self.assertEqual(r.returncode, 0, r.stderr)
+    with open(os.path.join(sub, 'manifest.json')) as f:
+      m = json.load(f)
+    self.assertEqual([c['id'] for c in m['cases']], ['img10__box'])
+    with open(os.path.join(sub, m['cases'][0]['lr']), 'rb') as a, \
+         open(os.path.join(out, m['cases'][0]['lr']), 'rb') as b:
+      self.assertEqual(a.read(), b.read())
     # Errors: one line on stderr, exit status 2, no traceback.
-    for args in ([f'--out={out}', f'--hr_dir={self.hr_dir}', f'--kernels={self.k_npy}'],
+    for args in ([f'--out={self.root}/c', f'--hr_dir={self.hr_dir}', f'--kernels={self.k_npy}',
+                  '--cases=nope__box'],
+                 [f'--out={out}', f'--hr_dir={self.hr_dir}', f'--kernels={self.k_npy}'],
                  [f'--out={self.root}/x', '--hr_dir=/no/such/dir', f'--kernels={self.k_npy}'],
                  [f'--out={self.root}/y', f'--hr_dir={self.hr_dir}', '--kernels=/no/k.npy'],
                  [f'--out={self.root}/z', f'--hr_dir={self.hr_dir}', f'--kernels={self.k_npy}',

@@ -51,6 +51,8 @@ _PAIRING = flags.DEFINE_enum('pairing', 'all', ['all', 'diagonal', 'seeded'],
                              'Generic: which image goes with which kernel.')
 _KERNEL_SIZE = flags.DEFINE_integer('kernel_size', 0,
                                     'Generic: resize kernels to this support first (0: keep).')
+_CASES = flags.DEFINE_list('cases', [], 'Only these case ids (IMAGE__KERNEL), kept in planned '
+                           'order (default: all).')
 _OVERWRITE = flags.DEFINE_bool('overwrite', False, 'Replace the contents of a non-empty --out.')
 _QUIET = flags.DEFINE_bool('quiet', False, 'No per-case progress lines.')
 
@@ -83,6 +85,12 @@ def run(argv) -> dict:
     name = os.path.basename(os.path.normpath(_HR_DIR.value))
   else:
     raise benchmark.BenchmarkError('give --name=blind144|div2kfk|div2krk or --hr_dir')
+  if _CASES.value:
+    unknown = sorted(set(_CASES.value) - {c.id for c in cases})
+    if unknown:
+      raise benchmark.BenchmarkError(f'--cases: no planned case {unknown[0]!r} '
+                                     f'(e.g. {cases[0].id!r})')
+    cases = [c for c in cases if c.id in set(_CASES.value)]
   meta = {'name': name, 'seed': _SEED.value,
           'command': ' '.join(shlex.quote(a) for a in argv)}
   log = None if _QUIET.value else (lambda s: print(s, flush=True))
