@@ -67,6 +67,34 @@ def random_crops(key, image, *, crop: int, batch: int, augment: bool = True, val
   return crops
 
 
+def v_loss(model: PatchDiffusion, schedule: diffusion.Schedule, params, x0, t, eps):
+  """The training objective: mean ‖PD(x_t, t) − v‖² over crops ``x0`` at timesteps ``t``.
+
+  ``x_t`` = √ᾱ_t·x0 + √(1−ᾱ_t)·eps and v = √ᾱ_t·eps − √(1−ᾱ_t)·x0 (v-prediction).
+  """
+  ab = schedule.alpha_bars[t][:, None, None, None]
+  x_t = diffusion.q_sample(x0=x0, eps=eps, alpha_bar=ab)
+  target = diffusion.v_from_x0_eps(x0=x0, eps=eps, alpha_bar=ab)
+  pred = model.apply(params, x_t, t)
+  return jnp.mean((pred - target) ** 2)
+
+
+def make_eval_loss(model: PatchDiffusion, schedule: diffusion.Schedule, image, key, *,
+                   crop: int, n: int, t_max: int) -> Callable:
+  """A fixed yardstick of a PD: ``eval_loss(params) -> v_loss`` on one drawn set.
+
+  ``n`` crops of ``image`` (no flips), at ``n`` evenly spaced timesteps in
+  [0, t_max) and with noise, all drawn once from ``key``. The training loss of a
+  step varies with its random draws; this one does not, so curves of it show
+  when training has reached its plateau (``tools/bench_speed.py --plateau_batches``).
+  """
+  k_crop, k_eps = jax.random.split(key)
+  x0 = random_crops(k_crop, jnp.asarray(image), crop=crop, batch=n, augment=False)
+  t = (jnp.arange(n) * t_max) // n
+  eps = jax.random.normal(k_eps, x0.shape)
+  return jax.jit(lambda params: v_loss(model, schedule, params, x0, t, eps))
+
+
 def make_train_step(model: PatchDiffusion, optimizer, schedule: diffusion.Schedule, *,
                     crop: int, batch: int, t_max: int, ema_decay: float,
                     augment: bool = True) -> Callable:
@@ -90,12 +118,7 @@ def make_train_step(model: PatchDiffusion, optimizer, schedule: diffusion.Schedu
   compiled step).
   """
 
-  def loss_fn(params, x0, t, eps):
-    ab = schedule.alpha_bars[t][:, None, None, None]
-    x_t = diffusion.q_sample(x0=x0, eps=eps, alpha_bar=ab)
-    target = diffusion.v_from_x0_eps(x0=x0, eps=eps, alpha_bar=ab)
-    pred = model.apply(params, x_t, t)
-    return jnp.mean((pred - target) ** 2)
+  loss_fn = functools.partial(v_loss, model, schedule)
 
   def step(state: PDState, rng, image):
     k_crop, k_t, k_eps = jax.random.split(rng, 3)

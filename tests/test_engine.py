@@ -87,6 +87,28 @@ class Phase1Test(absltest.TestCase):
     self.assertEqual(int(out['loop'][0].step), 6)
     _assert_trees_close(self, out['scan'], out['loop'], atol=1e-5)
 
+  def test_eval_loss_is_fixed_and_falls_with_training(self):
+    make = lambda key: phase1.make_eval_loss(self.pd, self.schedule, self.image, key, crop=8,
+                                             n=16, t_max=200)
+    ev = make(_key(4))
+    p0 = self.state0.params
+    self.assertEqual(float(ev(p0)), float(ev(p0)))                      # no fresh draws
+    self.assertEqual(float(ev(p0)), float(make(_key(4))(p0)))           # same key, same set
+    self.assertNotEqual(float(ev(p0)), float(make(_key(5))(p0)))
+    # It is the training objective on its fixed draws: timesteps 0, 12, …, 187 (evenly spaced).
+    k_crop, k_eps = jax.random.split(_key(4))
+    x0 = phase1.random_crops(k_crop, self.image, crop=8, batch=16, augment=False)
+    t = jnp.asarray([i * 200 // 16 for i in range(16)])
+    want = phase1.v_loss(self.pd, self.schedule, p0, x0, t, jax.random.normal(k_eps, x0.shape))
+    np.testing.assert_allclose(float(ev(p0)), float(want), rtol=1e-6)
+    # Training lowers it.
+    opt = phase1.make_optimizer(1e-2)
+    step = phase1.make_train_step(self.pd, opt, self.schedule, crop=16, batch=4, t_max=200,
+                                  ema_decay=0.9)
+    run = phase1.make_chunk_runner(step, chunk=60, driver='scan')
+    state, _ = run(phase1.init_state(self.pd, opt, _key(0), 16), _key(6), self.image)
+    self.assertLess(float(ev(state.params)), 0.8 * float(ev(p0)))
+
   def test_random_crops_dihedral(self):
     # A crop the size of the image with augmentation is one of its 8 flips/rotations.
     img = jnp.arange(4 * 4 * 1, dtype=jnp.float32).reshape(4, 4, 1)

@@ -2,6 +2,9 @@ r"""Speed benchmark: Phase-1 and Phase-2 step rates, memory, and end-to-end time
 
   python tools/bench_speed.py --out=bench/speed                 # sizes picked per backend
   python tools/bench_speed.py --out=bench/speed --quick         # a 1-minute smoke run
+  # Phase 1 only: steps and seconds to the PD loss plateau per batch size (cpu variant)
+  python tools/bench_speed.py --out=bench/plateau_cpu --phase1=false --phase2_sizes=none \
+      --end_to_end=false --plateau_batches=1,2,4,8,16 --plateau_variant=cpu
 
 Writes OUT/speed.json and OUT/speed.md. Every rate is measured after
 compilation (compile time reported apart). FLOPs are counted from each step's
@@ -24,6 +27,7 @@ import numpy as np
 from absl import app, flags, logging
 
 from configs import x4
+from kfjax import app as kfapp
 from kfjax import diffusion, flops, io, phase1, phase2, pipeline
 
 _OUT = flags.DEFINE_string('out', 'bench/speed', 'Output folder.')
@@ -38,6 +42,19 @@ _SIZES = flags.DEFINE_list('phase2_sizes', [], 'Phase-2 HR sizes as WxH or WxH:d
                            '"none": skip Phase 2).')
 _DTYPES = flags.DEFINE_list('phase2_dtypes', [], 'Phase-2 dtypes of sizes given without one '
                             '(default: float32 on CPU; bfloat16,float32 on a GPU).')
+_PLATEAU = flags.DEFINE_list('plateau_batches', [], 'If given: train the PD of --plateau_variant '
+                             'with each of these batch sizes and report the steps and seconds '
+                             'each needs to reach the loss plateau.')
+_PLATEAU_VARIANT = flags.DEFINE_string('plateau_variant', 'cpu', 'Config variant of the plateau '
+                                       'runs (its width, crop, lr, EMA, dtype, driver).')
+_PLATEAU_STEPS = flags.DEFINE_integer('plateau_steps', 0, 'Steps per plateau run (0: twice the '
+                                      "variant's pd.steps).")
+_PLATEAU_EVERY = flags.DEFINE_integer('plateau_every', 50, 'Evaluate the fixed loss every this '
+                                      'many steps (one compiled chunk).')
+_PLATEAU_TOL = flags.DEFINE_float('plateau_tol', 0.05, 'The plateau: the fixed loss of the EMA '
+                                  'weights within this fraction of the best of all runs.')
+_PLATEAU_LR = flags.DEFINE_string('plateau_lr', None, "LR image of the plateau runs (default: "
+                                  "the variant's embedded demo LR).")
 _E2E_VARIANTS = flags.DEFINE_list('e2e_variants', [], 'End-to-end variants (default: cpu on '
                                   'CPU; cpu,default on a GPU).')
 
@@ -159,6 +176,52 @@ def bench_batched(variant, n, lr_hw=(64, 64)):
           'batched_phase1_s': info['phase1_seconds'], 'batched_phase2_s': info['phase2_seconds']}
 
 
+def bench_plateau(variant, batches, steps, every, lr01, tol):
+  """Seconds to the Phase-1 loss plateau per batch size, on one LR image.
+
+  Each run trains the variant's PD (its production runner, ``every`` steps per
+  compiled call) and evaluates the EMA weights after each call on one fixed set
+  of 64 crops, timesteps and noises (:func:`kfjax.phase1.make_eval_loss`). The
+  plateau is the best fixed loss of all runs, plus ``tol`` of it; a run reaches
+  it at its first evaluation at or below that. Seconds = steps × the median
+  seconds per step of the run's calls after the first (compilation excluded).
+  """
+  c = x4.get_config(variant)
+  image = jnp.asarray(np.asarray(lr01, np.float32) * 2.0 - 1.0)
+  crop = min(c.pd.crop, image.shape[0], image.shape[1])
+  schedule = diffusion.linear_schedule(**c.diffusion)
+  runs = []
+  for batch in batches:
+    c.pd.batch, c.pd.chunk, c.pd.steps = batch, every, steps
+    pd, opt, run, _, driver = pipeline._phase1_fns(  # pylint: disable=protected-access
+        pipeline._sections_json(c, pipeline.PHASE1_SECTIONS), crop)  # pylint: disable=protected-access
+    eval_loss = phase1.make_eval_loss(pd, schedule, image, jax.random.PRNGKey(123), crop=crop,
+                                      n=64, t_max=min(c.pd.t_max, schedule.num_steps))
+    state = phase1.init_state(pd, opt, jax.random.fold_in(jax.random.PRNGKey(c.seed), 0), crop)
+    key = jax.random.PRNGKey(1)
+    curve, times = [], []
+    for _ in range(max(2, steps // every)):
+      t0 = time.perf_counter()
+      state, loss = run(state, key, image)
+      jax.block_until_ready(loss)
+      times.append(time.perf_counter() - t0)
+      curve.append(float(eval_loss(state.ema_params)))
+    per_call = float(np.median(times[1:]))
+    runs.append({'variant': variant, 'batch': batch, 'driver': driver, 'every': every,
+                 'ms_per_step': 1e3 * per_call / every, 'compile_s': times[0] - per_call,
+                 'final_loss': curve[-1], 'best_loss': min(curve), 'curve': curve})
+    logging.info('plateau: batch %d, %.1f ms/step, fixed loss %s', batch, runs[-1]['ms_per_step'],
+                 ' '.join(f'{v:.4f}' for v in curve))
+  target = (1.0 + tol) * min(r['best_loss'] for r in runs)
+  for r in runs:
+    hit = next((i for i, v in enumerate(r['curve']) if v <= target), None)
+    r['plateau_loss'] = target
+    r['steps_to_plateau'] = None if hit is None else (hit + 1) * every
+    r['seconds_to_plateau'] = (None if hit is None
+                               else r['steps_to_plateau'] * r['ms_per_step'] / 1e3)
+  return runs
+
+
 def _table(rows, cols):
   out = ['| ' + ' | '.join(cols) + ' |', '|' + '---|' * len(cols)]
   for r in rows:
@@ -193,7 +256,11 @@ def _report(res, out):
                                            'phase1_steps', 'inner_steps']),
         '', '## Batched cases (vmap) vs one by one, compile excluded', '',
         _table(res.get('batched', []), ['variant', 'cases', 'lr', 'batched_first_s', 'batched_s',
-                                        'sequential_first_s', 'sequential_s', 'speedup'])]
+                                        'sequential_first_s', 'sequential_s', 'speedup']),
+        '', f'## Phase 1 to the loss plateau (LR: {res.get("plateau_lr", "–")})', '',
+        _table(res.get('plateau', []), ['variant', 'batch', 'driver', 'ms_per_step', 'compile_s',
+                                        'best_loss', 'final_loss', 'plateau_loss',
+                                        'steps_to_plateau', 'seconds_to_plateau'])]
   text = '\n'.join(md) + '\n'
   io.atomic_write_text(os.path.join(out, 'speed.md'), text)
   return text
@@ -277,6 +344,17 @@ def main(argv):
     r = bench_batched(_BATCH_VARIANT.value, _BATCH.value)
     logging.info('batched %s', r)
     res['batched'].append(r)
+
+  res['plateau'] = []
+  if _PLATEAU.value:
+    variant = _PLATEAU_VARIANT.value
+    c = x4.get_config(variant)
+    lr01 = (io.read_image(_PLATEAU_LR.value)[0] if _PLATEAU_LR.value
+            else kfapp.demo_case(c)['lr'])
+    res['plateau'] = bench_plateau(variant, [int(b) for b in _PLATEAU.value],
+                                   _PLATEAU_STEPS.value or 2 * c.pd.steps, _PLATEAU_EVERY.value,
+                                   lr01, _PLATEAU_TOL.value)
+    res['plateau_lr'] = _PLATEAU_LR.value or 'embedded demo'
 
   print(_report(res, _OUT.value))
 

@@ -1,0 +1,51 @@
+"""tools/bench_speed.py: the Phase-1 plateau runs and the report (a small CPU run)."""
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+from absl.testing import absltest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TOOL = os.path.join(REPO, 'tools', 'bench_speed.py')
+
+
+class PlateauTest(absltest.TestCase):
+
+  def test_plateau_runs(self):
+    out = tempfile.mkdtemp()
+    r = subprocess.run(
+        [sys.executable, TOOL, f'--out={out}', '--phase1=false', '--phase2_sizes=none',
+         '--end_to_end=false', '--plateau_batches=1,4', '--plateau_variant=cpu',
+         '--plateau_steps=30', '--plateau_every=10', '--plateau_tol=0.02'],
+        capture_output=True, text=True, timeout=600, check=False,
+        env={**os.environ, 'JAX_PLATFORMS': 'cpu'})
+    self.assertEqual(r.returncode, 0, r.stderr[-3000:])
+    with open(os.path.join(out, 'speed.json')) as f:
+      res = json.load(f)
+    rows = res['plateau']
+    self.assertEqual([row['batch'] for row in rows], [1, 4])
+    best = min(row['best_loss'] for row in rows)
+    for row in rows:
+      self.assertLen(row['curve'], 3)                    # one fixed loss per 10-step call
+      self.assertEqual(row['best_loss'], min(row['curve']))
+      self.assertAlmostEqual(row['plateau_loss'], 1.02 * best, places=6)
+      self.assertGreater(row['ms_per_step'], 0)
+      hit = [i for i, v in enumerate(row['curve']) if v <= row['plateau_loss']]
+      if hit:
+        self.assertEqual(row['steps_to_plateau'], 10 * (hit[0] + 1))
+        self.assertAlmostEqual(row['seconds_to_plateau'],
+                               row['steps_to_plateau'] * row['ms_per_step'] / 1e3, places=6)
+      else:
+        self.assertIsNone(row['steps_to_plateau'])
+    # The run that holds the best loss reaches the plateau; the PD learns within 30 steps.
+    self.assertTrue(any(row['steps_to_plateau'] for row in rows if row['best_loss'] == best))
+    self.assertTrue(all(row['curve'][-1] < row['curve'][0] for row in rows))
+    with open(os.path.join(out, 'speed.md')) as f:
+      self.assertIn('Phase 1 to the loss plateau (LR: embedded demo)', f.read())
+
+
+if __name__ == '__main__':
+  absltest.main()
