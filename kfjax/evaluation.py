@@ -44,7 +44,8 @@ Metrics of every method (:func:`kfjax.metrics.image_metrics` against the HR):
 ``ssim_y_s`` (``s``-pixel border), computed on the *8-bit output as saved in
 hr.png*, so they can be recomputed from the files. ``seconds`` is the wall time
 of the method (including JIT compilation; the first case of a method pays for
-it). Methods after ``kernelfusion`` on a case reuse its Phase-1 PD when their
+it, unless ``tools/evaluate.py`` finds the programs in the persistent compilation
+cache, :func:`kfjax.enable_compilation_cache`). Methods after ``kernelfusion`` on a case reuse its Phase-1 PD when their
 Phase-1 config is the same (``pd_unet``, ``kf_gtk``), so their ``seconds``
 exclude Phase 1. Kernel methods add :func:`kfjax.metrics.kernel_metrics` against the GT
 kernel (``kernel_nerr``, ``kernel_psnr``; the two kernels may have different
@@ -472,7 +473,8 @@ def render_markdown(results: dict) -> str:
             '',
             'PSNR/SSIM on Y (BT.601) of the 8-bit output; `psnr_y`, `ssim_y` exclude a 5% '
             'border, `*_s` exclude s pixels. `bp_gap_y` = bp_est − bp_gt PSNR-Y. `seconds` '
-            'is wall time per case, including JIT compilation.',
+            'is wall time per case, including JIT compilation (or loading the programs '
+            'from the persistent compilation cache).',
             '']
   cols = ['n', 'failed'] + [m for m in TABLE_METRICS]
   lines.append('| method | ' + ' | '.join(cols) + ' |')
