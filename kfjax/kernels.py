@@ -101,14 +101,23 @@ def anisotropic_gaussian(size: int = SUPPORT, *, sigmas=(4.0, 1.5),
     theta: angle of the major axis in degrees, counter-clockwise from the
       horizontal as seen on screen (rows point down). blind144: 30°.
   """
-  c = size // 2
+  return _finish(gaussian_samples(size, sigmas, theta), size)
+
+
+def gaussian_samples(size: int, sigmas, theta: float, offset: float = 0.0) -> np.ndarray:
+  """exp(−u²/2σ₁² − v²/2σ₂²) at the pixel centres of a size×size grid (float64, not normalised).
+
+  The centre is ``(size//2 + offset, size//2 + offset)`` (row, col); u runs along
+  the major axis at ``theta`` degrees counter-clockwise from the horizontal as seen
+  on screen, v across it (see :func:`anisotropic_gaussian`).
+  """
+  c = size // 2 + offset
   rows, cols = np.indices((size, size), dtype=np.float64)
   x, y = cols - c, -(rows - c)                                     # y points up
   t = np.deg2rad(theta)
   u = x * np.cos(t) + y * np.sin(t)                                # along the major axis
   v = -x * np.sin(t) + y * np.cos(t)
-  k = np.exp(-0.5 * ((u / sigmas[0]) ** 2 + (v / sigmas[1]) ** 2))
-  return _finish(k, size)
+  return np.exp(-0.5 * ((u / sigmas[0]) ** 2 + (v / sigmas[1]) ** 2))
 
 
 def synthetic_kernels(size: int = SUPPORT) -> list[tuple[str, np.ndarray]]:

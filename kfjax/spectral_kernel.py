@@ -37,6 +37,7 @@ import numpy as np
 from scipy import optimize
 
 from kfjax import io
+from kfjax import kernels
 from kfjax import sparse_kernel
 
 DEFAULTS = dict(alpha=2.0, window=128, sigma_min=0.6, sigma_max=8.0)
@@ -127,11 +128,8 @@ def gaussian_kernel(sigma1: float, sigma2: float, theta: float, size: int,
   the position :func:`kfjax.kernels.align_for_scale` gives kernels for the
   bicubic baseline's pixel grid.
   """
-  c = size // 2 + (scale - 1) / 2
-  yy, xx = np.mgrid[:size, :size] - c
-  u = np.cos(theta) * xx + np.sin(theta) * yy
-  v = -np.sin(theta) * xx + np.cos(theta) * yy
-  k = np.exp(-0.5 * (u / sigma1) ** 2 - 0.5 * (v / sigma2) ** 2)
+  # θ is measured with rows pointing down; kernels.gaussian_samples' angle with y up.
+  k = kernels.gaussian_samples(size, (sigma1, sigma2), -np.degrees(theta), (scale - 1) / 2)
   return k / k.sum()
 
 
