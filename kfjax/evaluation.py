@@ -40,20 +40,21 @@ Within a case the methods run in the fixed order :data:`METHODS`, which puts
 ``kernelfusion`` before ``bp_est``.
 
 Metrics of every method (:func:`kfjax.metrics.image_metrics` against the HR):
-``psnr_y``, ``ssim_y`` (5% border, the primary figures), ``psnr_y_s``,
-``ssim_y_s`` (``s``-pixel border), computed on the *8-bit output as saved in
-hr.png*, so they can be recomputed from the files. ``seconds`` is the wall time
-of the method (including JIT compilation; the first case of a method pays for
-it, unless ``tools/evaluate.py`` finds the programs in the persistent compilation
-cache, :func:`kfjax.enable_compilation_cache`). Methods after ``kernelfusion`` on a case reuse its Phase-1 PD when their
-Phase-1 config is the same (``pd_unet``, ``kf_gtk``), so their ``seconds``
-exclude Phase 1. Kernel methods add :func:`kfjax.metrics.kernel_metrics` against the GT
-kernel (``kernel_nerr``, ``kernel_psnr``; the two kernels may have different
-sizes) and ``phase1_seconds``, ``phase2_seconds`` from the pipeline's info.
-``bp_est`` additionally gets ``bp_gap_y`` = its ``psnr_y`` minus ``bp_gt``'s on
-the same case (SPEC §3, kernel quality item 2; 0 dB means the estimate is as
-good as the truth for back-projection), filled in when the reports are
-assembled, for cases where both succeeded.
+``psnr_y``, ``ssim_y`` (5% border, the primary figures), ``psnr_y_s``, ``ssim_y_s``
+(``s``-pixel border), computed on the *8-bit output as saved in hr.png*, so they can
+be recomputed from the files. ``seconds`` is the wall time of the method (including
+JIT compilation; the first case of a method pays for it, unless
+``tools/evaluate.py`` finds the programs in the persistent compilation cache,
+:func:`kfjax.enable_compilation_cache`). Methods after ``kernelfusion`` on a case
+reuse its Phase-1 PD when their Phase-1 config is the same (``pd_unet``,
+``kf_gtk``), so their ``seconds`` exclude Phase 1. Kernel methods add
+:func:`kfjax.metrics.kernel_metrics` against the GT kernel (``kernel_nerr``,
+``kernel_psnr``; the two kernels may have different sizes) and ``phase1_seconds``,
+``phase2_seconds`` from the pipeline's info. ``bp_est`` additionally gets
+``bp_gap_y`` = its ``psnr_y`` minus ``bp_gt``'s on the same case (SPEC §3, kernel
+quality item 2; 0 dB means the estimate is as good as the truth for
+back-projection), filled in when the reports are assembled, for cases where both
+succeeded.
 
 Resuming: a case/method whose ``metrics.json`` exists is not run again (a
 warning is logged if it was computed with a different config); a failed one

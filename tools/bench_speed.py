@@ -193,8 +193,10 @@ def bench_plateau(variant, batches, steps, every, lr01, tol):
   runs = []
   for batch in batches:
     c.pd.batch, c.pd.chunk, c.pd.steps = batch, every, steps
-    pd, opt, run, _, driver = pipeline._phase1_fns(  # pylint: disable=protected-access
-        pipeline._sections_json(c, pipeline.PHASE1_SECTIONS), crop)  # pylint: disable=protected-access
+    # pylint: disable-next=protected-access
+    sections = pipeline._sections_json(c, pipeline.PHASE1_SECTIONS)
+    # pylint: disable-next=protected-access
+    pd, opt, run, _, driver = pipeline._phase1_fns(sections, crop)
     eval_loss = phase1.make_eval_loss(pd, schedule, image, jax.random.PRNGKey(123), crop=crop,
                                       n=64, t_max=min(c.pd.t_max, schedule.num_steps))
     state = phase1.init_state(pd, opt, jax.random.fold_in(jax.random.PRNGKey(c.seed), 0), crop)
