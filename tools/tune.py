@@ -12,6 +12,16 @@ docs/results.md.
 
 Special keys in a variant: "_gt_kernel": true runs Phase 2 with the GT kernel
 (non-blind oracle); "_kernel_file": "path/{case}.npy" with a given kernel.
+
+With --trace, each line also holds ``trace``: per visited Phase-2 timestep, the
+kernel_nerr of the INR's kernel after it and, when the variant's output is a
+function of the kernel alone (``phase2.final_bp_from`` 'bicubic'), the psnr_y
+of the output the variant would return had Phase 2 stopped there (the kernel
+mixture and final step of :func:`kfjax.pipeline.blind_kernel` and
+:func:`kfjax.pipeline.final_projection` applied to that kernel):
+
+  python tools/tune.py --bench=bench/mini --cases=im_2__levin09_k1 --trace \
+      --out=bench/trace.jsonl
 """
 
 import json
@@ -39,6 +49,8 @@ _VARIANTS = flags.DEFINE_string('variants', '{"base": {}}',
 _OUT = flags.DEFINE_string('out', None, 'JSON-lines file the results are appended to.')
 _BP_REGS = flags.DEFINE_list('bp_regs', ['0.001'], 'Regularisers of the back-projection with '
                              'the estimated kernel (bp_est, from bicubic) to report.')
+_TRACE = flags.DEFINE_bool('trace', False, 'Also record the kernel error and the output psnr_y '
+                           'after each Phase-2 timestep (module docstring).')
 
 
 def centre_crop(lr01, hr01, size: int, scale: int):
@@ -48,6 +60,22 @@ def centre_crop(lr01, hr01, size: int, scale: int):
   y, x = (lr01.shape[0] - size) // 2, (lr01.shape[1] - size) // 2
   return (lr01[y:y + size, x:x + size],
           hr01[scale * y: scale * (y + size), scale * x: scale * (x + size)])
+
+
+def kernel_trace(kernel_trace, lr01, hr01, gt_kernel, config) -> list[dict]:
+  """Per timestep: the INR kernel's kernel_nerr, and the psnr_y of the output built from it
+  (only when the output depends on the kernel alone: ``final_bp_from`` 'bicubic')."""
+  c = config.phase2
+  by_kernel = c.final_bp_reg > 0 and c.final_bp_from == 'bicubic'
+  win01, _ = pipeline.kernel_window(lr01, config)
+  rows = []
+  for k in np.asarray(kernel_trace):
+    row = {'kernel_nerr': metrics.kernel_metrics(k, gt_kernel)['kernel_nerr']}
+    if by_kernel:
+      hr = pipeline.final_projection(None, lr01, pipeline.blind_kernel(k, win01, config), config)
+      row['psnr_y'] = metrics.image_metrics(hr, hr01, config.scale)['psnr_y']
+    rows.append(row)
+  return rows
 
 
 def run_variant(lr01, hr01, gt_kernel, case_id, base, overrides):
@@ -64,10 +92,13 @@ def run_variant(lr01, hr01, gt_kernel, case_id, base, overrides):
   bp_est = {reg: metrics.image_metrics(np.asarray(degradation.back_projection(
       lr01, kernel, config.scale, reg=float(reg))), hr01, config.scale)['psnr_y']
             for reg in _BP_REGS.value}
-  return {'psnr_y': metrics.image_metrics(hr, hr01, config.scale)['psnr_y'],
-          'kernel_nerr': metrics.kernel_metrics(kernel, gt_kernel)['kernel_nerr'],
-          'bp_est_psnr_y': bp_est, 'loss_last': info['phase2']['loss_last'][-1],
-          'seconds': seconds}
+  out = {'psnr_y': metrics.image_metrics(hr, hr01, config.scale)['psnr_y'],
+         'kernel_nerr': metrics.kernel_metrics(kernel, gt_kernel)['kernel_nerr'],
+         'bp_est_psnr_y': bp_est, 'loss_last': info['phase2']['loss_last'][-1],
+         'seconds': seconds}
+  if _TRACE.value and known is None:
+    out['trace'] = kernel_trace(info['phase2']['kernel_trace'], lr01, hr01, gt_kernel, config)
+  return out
 
 
 def main(argv):
@@ -93,6 +124,9 @@ def main(argv):
       bp = ', '.join(f'bp_est(λ {k}) {v:.2f}' for k, v in r['bp_est_psnr_y'].items())
       print(f'  {name}: psnr_y {r["psnr_y"]:.2f}, kernel_nerr {r["kernel_nerr"]:.3f}, {bp}, '
             f'{r["seconds"]:.0f} s', flush=True)
+      if 'trace' in r:
+        print('    per timestep (kernel_nerr/psnr_y): ' + ' '.join(
+            '/'.join(f'{v:.3f}' for v in row.values()) for row in r['trace']), flush=True)
       line = {'case': case['id'], 'variant': name, 'overrides': overrides,
               'base': _BASE.value, 'lr_crop': _LR_CROP.value, **base, **r}
       with open(_OUT.value, 'a', encoding='utf-8') as f:
