@@ -44,6 +44,15 @@ r"""Back-projection studies behind docs/results.md (no training; seconds on a CP
   python tools/bp_study.py --bench=bench/mini --study=spectral --eval_dir=bench/mini_eval \
       --weights=0,0.5,1 --regs=0.3 --tv_weights=1e-4,1e-3 --out=bench/bp_spectral_mini.json
 
+  # What in the Phase-2 (INR) kernel matters? The INR's kernel recovered from a saved mixture
+  # ((kernel.npy − w·k_L0)/(1 − w), w = --kernel_blend, k_L0 recomputed as the pipeline does),
+  # then each variant through the final step (as --study=tv): the INR's alone, the L0 alone,
+  # the mixture with the L0 kernel moved onto the INR's centre of mass, the mixture with the
+  # INR's moment-matched Gaussian instead of the INR's, and the INR's with the taps below
+  # t·max zeroed (--thresholds), alone and mixed.
+  python tools/bp_study.py --bench=bench/mini --study=inr --eval_dir=bench/mini_tv \
+      --regs=0.3 --tv_weights=1e-3 --tv_mixes=0.5 --out=bench/bp_inr_mini.json
+
   # Are a method's kernels too wide or too narrow? Their principal spreads against the GT's,
   # and the back-projection with each kernel scaled about its centre of mass (--scales:
   # f = isotropic ×f, m:M = ×m along the minor axis and ×M along the major one).
@@ -72,7 +81,7 @@ from kfjax import degradation, evaluation, io, kernels, metrics, sparse_kernel, 
 _BENCH = flags.DEFINE_string('bench', None, 'Benchmark folder.')
 _STUDY = flags.DEFINE_enum('study', 'gaussian',
                            ['gaussian', 'projection', 'refit', 'sparse', 'perturb', 'shrink',
-                            'blend', 'tv', 'spectral'],
+                            'blend', 'tv', 'spectral', 'inr'],
                            'Which study.')
 _SELF_CONTAINED = ('gaussian', 'sparse', 'perturb')   # the studies that need no --eval_dir
 _VARIANTS = flags.DEFINE_string('variants', '{"default": {}}',
@@ -80,11 +89,11 @@ _VARIANTS = flags.DEFINE_string('variants', '{"default": {}}',
                                 'keyword overrides}; with more than one, spectral names start '
                                 'with the variant name.')
 _EVAL_DIR = flags.DEFINE_list('eval_dir', [],
-                              'evaluate.py output folders (projection, refit, shrink, blend, '
+                              'evaluate.py output folders (projection, refit, shrink, blend, inr, '
                               'tv, spectral); '
                               'a case is read from the first that has it.')
 _METHOD = flags.DEFINE_string('method', 'kernelfusion',
-                              'shrink, blend, tv, spectral: the method in --eval_dir whose '
+                              'shrink, blend, tv, spectral, inr: the method in --eval_dir whose '
                               'kernel.npy is studied.')
 _BLEND_WITH = flags.DEFINE_string('blend_with', 'sparse_bp',
                                   "blend, tv, spectral: the method whose kernel is mixed into "
@@ -94,7 +103,11 @@ _WEIGHTS = flags.DEFINE_list('weights', ['0', '0.25', '0.5', '0.75', '1'],
                              'spectral Gaussian kernel; in [0, 1].')
 _KERNEL_BLEND = flags.DEFINE_float('kernel_blend', 0.5,
                                    'tv, spectral: the weight of the --blend_with kernel (0: '
-                                   '--method alone).')
+                                   '--method alone); inr: the phase2.kernel_blend of the run '
+                                   'that saved --method\'s kernel.')
+_THRESHOLDS = flags.DEFINE_list('thresholds', ['0.05', '0.2'],
+                                'inr: zero the INR kernel\'s taps below this fraction of its '
+                                'largest.')
 _TV_WEIGHTS = flags.DEFINE_list('tv_weights', ['1e-4', '3e-4', '1e-3', '3e-3'],
                                 'tv, spectral: TV weights λ (images in [0, 1]).')
 _TV_MIXES = flags.DEFINE_list('tv_mixes', ['0.5'],
@@ -135,6 +148,43 @@ def perturbed_kernels(k) -> dict:
           'blur_1.5': _normalised(ndimage.gaussian_filter(k, 1.5)),
           'scale_0.85': kernels.scale_kernel(k, 0.85),
           'scale_1.15': kernels.scale_kernel(k, 1.15)}
+
+
+def unblend(mixture, other, weight: float) -> np.ndarray:
+  """The kernel a with ``kernels.blend(a, other, weight) == mixture``, clipped to ≥ 0 and
+  normalised (``weight`` < 1; both inputs sum to 1)."""
+  a = (np.asarray(mixture, np.float64) - weight * np.asarray(other, np.float64)) / (1 - weight)
+  return _normalised(a)
+
+
+def shift_to(kernel, target) -> np.ndarray:
+  """The kernel moved (bilinear, sub-pixel) so that its centre of mass is ``target``."""
+  k = _normalised(np.asarray(kernel, np.float64))
+  return _normalised(ndimage.shift(k, np.subtract(target, degradation.center_of_mass(k)),
+                                   order=1, mode='constant'))
+
+
+def moment_gaussian(kernel) -> np.ndarray:
+  """The Gaussian with the kernel's centre of mass and second moments, on its support."""
+  k = _normalised(np.asarray(kernel, np.float64))
+  rows, cols = np.indices(k.shape, dtype=np.float64)
+  d = np.stack([rows, cols], -1) - degradation.center_of_mass(k)
+  cov = np.einsum('hw,hwi,hwj->ij', k, d, d)
+  return _normalised(np.exp(-0.5 * np.einsum('...i,ij,...j->...', d, np.linalg.inv(cov), d)))
+
+
+def inr_variants(inr, l0, weight: float, thresholds) -> dict:
+  """The kernels of --study=inr, by name (module docstring)."""
+  mix = lambda a, b: kernels.blend(a, b, weight)
+  out = {'mixture': mix(inr, l0), 'inr': inr, 'l0': l0,
+         'l0_at_inr_com': mix(inr, shift_to(l0, degradation.center_of_mass(inr))),
+         'inr_gauss': mix(moment_gaussian(inr), l0)}
+  for t in thresholds:
+    k = np.array(inr)
+    k[k < t * k.max()] = 0.0
+    out[f'inr_t{t:g}'] = _normalised(k)
+    out[f'inr_t{t:g}_mixture'] = mix(_normalised(k), l0)
+  return out
 
 
 def parse_scales(specs) -> list[list[float]]:
@@ -226,6 +276,15 @@ def case_settings(study, case, lr01, gt_kernel, scale, hr01, variants=None):
       for reg in regs:
         out[f'w{w:g}_reg_{reg:g}'] = degradation.back_projection(lr01, k, scale, reg=reg)
     return out
+  if study == 'inr':
+    saved = np.load(os.path.join(case_dir(case['id'], _METHOD.value), 'kernel.npy'))
+    w = _KERNEL_BLEND.value
+    l0 = sparse_kernel.estimate_kernel(lr01, scale, saved.shape[0])
+    inr = unblend(saved, l0, w) if w > 0 else _normalised(saved)
+    for name, k in inr_variants(inr, l0, w, [float(t) for t in _THRESHOLDS.value]).items():
+      out[f'{name}_nerr'] = metrics.kernel_metrics(k, gt_kernel)['kernel_nerr']
+      tv_settings(out, f'{name}_', k, lr01, scale, regs)
+    return out
   if study in ('tv', 'spectral'):
     kernel = np.load(os.path.join(case_dir(case['id'], _METHOD.value), 'kernel.npy'))
     if _KERNEL_BLEND.value > 0:
@@ -271,6 +330,9 @@ def main(argv):
   del argv
   if not _BENCH.value or not _OUT.value:
     sys.exit('bp_study: error: --bench and --out are required')
+  if _STUDY.value == 'inr' and not 0 <= _KERNEL_BLEND.value < 1:
+    sys.exit(f'bp_study: error: --kernel_blend: expected a weight in [0, 1), got '
+             f'{_KERNEL_BLEND.value}')
   if _STUDY.value not in _SELF_CONTAINED and not _EVAL_DIR.value:
     sys.exit(f'bp_study: error: --study={_STUDY.value} needs --eval_dir')
   try:
@@ -285,7 +347,7 @@ def main(argv):
     sys.exit(f'bp_study: error: --scales: expected f or minor:major > 0, got {_SCALES.value}')
   manifest = evaluation.load_benchmark(_BENCH.value)
   scale = manifest['scale']
-  methods = {'shrink': [_METHOD.value], 'blend': [_METHOD.value, _BLEND_WITH.value],
+  methods = {'shrink': [_METHOD.value], 'inr': [_METHOD.value], 'blend': [_METHOD.value, _BLEND_WITH.value],
              'tv': [_METHOD.value] + ([_BLEND_WITH.value] if _KERNEL_BLEND.value > 0 else [])}
   methods['spectral'] = methods['tv']
   methods = methods.get(_STUDY.value, ['kernelfusion'])
