@@ -47,5 +47,29 @@ class PlateauTest(absltest.TestCase):
       self.assertIn('Phase 1 to the loss plateau (LR: embedded demo)', f.read())
 
 
+class ConvFormsTest(absltest.TestCase):
+
+  def test_conv_forms_agree(self):
+    out = tempfile.mkdtemp()
+    r = subprocess.run(
+        [sys.executable, TOOL, f'--out={out}', '--phase1=false', '--phase2_sizes=none',
+         '--end_to_end=false', '--conv_forms=1,3', '--conv_forms_size=12',
+         '--conv_forms_width=8'],
+        capture_output=True, text=True, timeout=600, check=False,
+        env={**os.environ, 'JAX_PLATFORMS': 'cpu'})
+    self.assertEqual(r.returncode, 0, r.stderr[-3000:])
+    with open(os.path.join(out, 'speed.json')) as f:
+      rows = json.load(f)['conv_forms']
+    self.assertEqual([row['cases'] for row in rows], [1, 3])
+    for row in rows:
+      # The im2col form computes the same gradients as XLA's convolution.
+      self.assertLess(row['im2col_max_abs_diff'], 1e-5)
+      self.assertAlmostEqual(row['gflop'], 3 * 2 * row['cases'] * 12 * 12 * 9 * 8 * 8 * 4 / 1e9)
+      for form in ('grouped', 'im2col'):
+        self.assertAlmostEqual(row[f'{form}_speedup'], row['sequential_ms'] / row[f'{form}_ms'])
+    with open(os.path.join(out, 'speed.md')) as f:
+      self.assertIn('## Batched conv forms', f.read())
+
+
 if __name__ == '__main__':
   absltest.main()

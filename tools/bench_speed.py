@@ -55,6 +55,13 @@ _PLATEAU_TOL = flags.DEFINE_float('plateau_tol', 0.05, 'The plateau: the fixed l
                                   'weights within this fraction of the best of all runs.')
 _PLATEAU_LR = flags.DEFINE_string('plateau_lr', None, "LR image of the plateau runs (default: "
                                   "the variant's embedded demo LR).")
+_CONV_FORMS = flags.DEFINE_list('conv_forms', [], 'If given: for each number N of cases, time a '
+                                'stack of per-case 3x3 convs (forward and backward) in the '
+                                'forms a batched run can take (bench_conv_forms).')
+_CONV_FORMS_SIZE = flags.DEFINE_integer('conv_forms_size', 256, 'Image side of --conv_forms '
+                                        '(the blind144 crop HR: 256).')
+_CONV_FORMS_WIDTH = flags.DEFINE_integer('conv_forms_width', 64, 'Channels of --conv_forms '
+                                         '(the cpu variant: PD 64, U-Net 32).')
 _E2E_VARIANTS = flags.DEFINE_list('e2e_variants', [], 'End-to-end variants (default: cpu on '
                                   'CPU; cpu,default on a GPU).')
 
@@ -176,6 +183,58 @@ def bench_batched(variant, n, lr_hw=(64, 64)):
           'batched_phase1_s': info['phase1_seconds'], 'batched_phase2_s': info['phase2_seconds']}
 
 
+def _conv_xla(x, w):
+  """A 3×3 'SAME' conv as XLA's convolution (``vmap`` over w makes it a grouped conv)."""
+  return jax.lax.conv_general_dilated(x, w, (1, 1), 'SAME',
+                                      dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+
+
+def _conv_im2col(x, w):
+  """The same conv as one matmul over the 9 shifted copies (``vmap``: a batched matmul)."""
+  kh, kw, c, f = w.shape
+  h, wd = x.shape[1:3]
+  xp = jnp.pad(x, ((0, 0), (kh // 2, kh - 1 - kh // 2), (kw // 2, kw - 1 - kw // 2), (0, 0)))
+  cols = jnp.concatenate([xp[:, i:i + h, j:j + wd] for i in range(kh) for j in range(kw)], -1)
+  return jnp.einsum('nhwk,kf->nhwf', cols, w.reshape(kh * kw * c, f))
+
+
+def bench_conv_forms(n, size, width, layers=4):
+  """Per-case weights, n cases: a stack of ``layers`` 3×3 convs + SiLU, forward and backward.
+
+  Times three forms of the batched run, compile excluded: ``grouped`` (``vmap``
+  of XLA's conv, which becomes one conv with ``feature_group_count`` n, as in
+  ``super_resolve_batch``), ``im2col`` (``vmap`` of shifted copies and a matmul:
+  a batched matmul) and ``sequential`` (the one-case XLA program called n
+  times). Also reports how far im2col's gradients are from grouped's.
+  """
+  def loss(conv):
+    def f(ws, x):
+      for w in ws:
+        x = jax.nn.silu(conv(x, w))
+      return jnp.mean(x ** 2)
+    return jax.grad(f)
+  key = jax.random.PRNGKey(0)
+  ws = [jax.random.normal(jax.random.fold_in(key, i), (n, 3, 3, width, width)) / (3 * width ** 0.5)
+        for i in range(layers)]
+  x = jax.random.normal(key, (n, 1, size, size, width))
+  grads, row = {}, {'cases': n, 'size': size, 'width': width, 'layers': layers,
+                    'gflop': 3 * 2 * n * size * size * 9 * width * width * layers / 1e9}
+  for name, conv in (('grouped', _conv_xla), ('im2col', _conv_im2col)):
+    f = jax.jit(jax.vmap(loss(conv)))
+    grads[name] = f(ws, x)
+    row[f'{name}_compile_s'], dt = _time(lambda f=f: f(ws, x), min_seconds=1.0)
+    row[f'{name}_ms'] = 1e3 * dt
+  one = jax.jit(loss(_conv_xla))
+  per_case = [([w[i] for w in ws], x[i]) for i in range(n)]
+  row['sequential_compile_s'], dt = _time(lambda: [one(*a) for a in per_case], min_seconds=1.0)
+  row['sequential_ms'] = 1e3 * dt
+  for name in ('grouped', 'im2col'):
+    row[f'{name}_speedup'] = row['sequential_ms'] / row[f'{name}_ms']
+  row['im2col_max_abs_diff'] = max(float(jnp.max(jnp.abs(a - b)))
+                                   for a, b in zip(grads['grouped'], grads['im2col']))
+  return row
+
+
 def bench_plateau(variant, batches, steps, every, lr01, tol):
   """Seconds to the Phase-1 loss plateau per batch size, on one LR image.
 
@@ -259,6 +318,12 @@ def _report(res, out):
         '', '## Batched cases (vmap) vs one by one, compile excluded', '',
         _table(res.get('batched', []), ['variant', 'cases', 'lr', 'batched_first_s', 'batched_s',
                                         'sequential_first_s', 'sequential_s', 'speedup']),
+        '', '## Batched conv forms (per-case weights; forward and backward; compile excluded)',
+        '',
+        _table(res.get('conv_forms', []), ['cases', 'size', 'width', 'layers', 'gflop',
+                                           'sequential_ms', 'grouped_ms', 'im2col_ms',
+                                           'grouped_speedup', 'im2col_speedup',
+                                           'im2col_max_abs_diff']),
         '', f'## Phase 1 to the loss plateau (LR: {res.get("plateau_lr", "–")})', '',
         _table(res.get('plateau', []), ['variant', 'batch', 'driver', 'ms_per_step', 'compile_s',
                                         'best_loss', 'final_loss', 'plateau_loss',
@@ -346,6 +411,13 @@ def main(argv):
     r = bench_batched(_BATCH_VARIANT.value, _BATCH.value)
     logging.info('batched %s', r)
     res['batched'].append(r)
+
+  res['conv_forms'] = []
+  for n in _CONV_FORMS.value:
+    r = bench_conv_forms(int(n), _CONV_FORMS_SIZE.value, _CONV_FORMS_WIDTH.value)
+    logging.info('conv forms %s', r)
+    res['conv_forms'].append(r)
+    _report(res, _OUT.value)
 
   res['plateau'] = []
   if _PLATEAU.value:
