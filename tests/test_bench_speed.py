@@ -12,16 +12,22 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOOL = os.path.join(REPO, 'tools', 'bench_speed.py')
 
 
+def run_tool(*args) -> tuple[subprocess.CompletedProcess, str]:
+  """Runs bench_speed on the CPU with only the given parts; (process, output folder)."""
+  out = tempfile.mkdtemp()
+  r = subprocess.run(
+      [sys.executable, TOOL, f'--out={out}', '--phase1=false', '--phase2_sizes=none',
+       '--end_to_end=false', *args],
+      capture_output=True, text=True, timeout=600, check=False,
+      env={**os.environ, 'JAX_PLATFORMS': 'cpu'})
+  return r, out
+
+
 class PlateauTest(absltest.TestCase):
 
   def test_plateau_runs(self):
-    out = tempfile.mkdtemp()
-    r = subprocess.run(
-        [sys.executable, TOOL, f'--out={out}', '--phase1=false', '--phase2_sizes=none',
-         '--end_to_end=false', '--plateau_batches=1,4', '--plateau_variant=cpu',
-         '--plateau_steps=30', '--plateau_every=10', '--plateau_tol=0.02'],
-        capture_output=True, text=True, timeout=600, check=False,
-        env={**os.environ, 'JAX_PLATFORMS': 'cpu'})
+    r, out = run_tool('--plateau_batches=1,4', '--plateau_variant=cpu', '--plateau_steps=30',
+                      '--plateau_every=10', '--plateau_tol=0.02')
     self.assertEqual(r.returncode, 0, r.stderr[-3000:])
     with open(os.path.join(out, 'speed.json')) as f:
       res = json.load(f)
@@ -50,13 +56,7 @@ class PlateauTest(absltest.TestCase):
 class ConvFormsTest(absltest.TestCase):
 
   def test_conv_forms_agree(self):
-    out = tempfile.mkdtemp()
-    r = subprocess.run(
-        [sys.executable, TOOL, f'--out={out}', '--phase1=false', '--phase2_sizes=none',
-         '--end_to_end=false', '--conv_forms=1,3', '--conv_forms_size=12',
-         '--conv_forms_width=8'],
-        capture_output=True, text=True, timeout=600, check=False,
-        env={**os.environ, 'JAX_PLATFORMS': 'cpu'})
+    r, out = run_tool('--conv_forms=1,3', '--conv_forms_size=12', '--conv_forms_width=8')
     self.assertEqual(r.returncode, 0, r.stderr[-3000:])
     with open(os.path.join(out, 'speed.json')) as f:
       rows = json.load(f)['conv_forms']

@@ -406,18 +406,18 @@ def main(argv):
       res['end_to_end'].append(r)
       _report(res, _OUT.value)
 
-  res['batched'] = []
-  if _BATCH.value:
-    r = bench_batched(_BATCH_VARIANT.value, _BATCH.value)
-    logging.info('batched %s', r)
-    res['batched'].append(r)
-
-  res['conv_forms'] = []
+  res['conv_forms'] = []          # before the batched runs: seconds, not minutes
   for n in _CONV_FORMS.value:
     r = bench_conv_forms(int(n), _CONV_FORMS_SIZE.value, _CONV_FORMS_WIDTH.value)
     logging.info('conv forms %s', r)
     res['conv_forms'].append(r)
     _report(res, _OUT.value)
+
+  res['batched'] = []
+  if _BATCH.value:
+    r = bench_batched(_BATCH_VARIANT.value, _BATCH.value)
+    logging.info('batched %s', r)
+    res['batched'].append(r)
 
   res['plateau'] = []
   if _PLATEAU.value:
