@@ -210,23 +210,52 @@ def resize_kernel(kernel, size: int) -> np.ndarray:
   return (k / k.sum()).astype(np.float32)
 
 
+def second_moments(kernel) -> tuple[np.ndarray, np.ndarray]:
+  """A kernel's centre of mass (row, col) and 2×2 second-moment matrix about it.
+
+  The kernel is clipped to ≥ 0 and normalised first.
+  """
+  k = np.clip(np.asarray(kernel, np.float64), 0.0, None)
+  k = k / k.sum()
+  centre = np.asarray(degradation.center_of_mass(k))
+  d = np.stack(np.indices(k.shape, dtype=np.float64), -1) - centre
+  return centre, np.einsum('hw,hwi,hwj->ij', k, d, d)
+
+
 def principal_spread(kernel):
   """A kernel's spread: (σ_minor, σ_major) in pixels, and its principal axes.
 
   The square roots of the eigenvalues of the second-moment matrix about the
-  centre of mass (ascending), and the matching unit eigenvectors as the
-  columns of a (2, 2) array (row, column components). The kernel is clipped
-  to ≥ 0 and normalised first.
+  centre of mass (ascending; :func:`second_moments`), and the matching unit
+  eigenvectors as the columns of a (2, 2) array (row, column components).
+  """
+  var, axes = np.linalg.eigh(second_moments(kernel)[1])
+  return np.sqrt(np.clip(var, 0.0, None)), axes
+
+
+def moment_gaussian(kernel) -> np.ndarray:
+  """The Gaussian with the kernel's centre of mass and second moments, on its support.
+
+  Sampled at the pixel centres, normalised to sum 1 (float64): what is left of
+  a kernel once its shape beyond position, size and orientation is removed.
+  """
+  centre, cov = second_moments(kernel)
+  d = np.stack(np.indices(np.shape(kernel), dtype=np.float64), -1) - centre
+  g = np.exp(-0.5 * np.einsum('...i,ij,...j->...', d, np.linalg.inv(cov), d))
+  return g / g.sum()
+
+
+def shift_to(kernel, target) -> np.ndarray:
+  """The kernel moved so that its centre of mass is ``target`` (row, col), sub-pixel.
+
+  Bilinear (so a fractional shift blurs it slightly), zero outside the
+  support, clipped to ≥ 0 and normalised to sum 1 (float64). For whole-pixel
+  moves without resampling see :func:`kfjax.degradation.center_kernel`.
   """
   k = np.clip(np.asarray(kernel, np.float64), 0.0, None)
-  k = k / k.sum()
-  cy, cx = degradation.center_of_mass(k)
-  yy, xx = np.mgrid[:k.shape[0], :k.shape[1]].astype(np.float64)
-  dy, dx = yy - cy, xx - cx
-  cov = np.array([[(k * dy * dy).sum(), (k * dy * dx).sum()],
-                  [(k * dy * dx).sum(), (k * dx * dx).sum()]])
-  var, axes = np.linalg.eigh(cov)
-  return np.sqrt(np.clip(var, 0.0, None)), axes
+  move = np.subtract(target, degradation.center_of_mass(k))
+  out = np.clip(scipy.ndimage.shift(k, move, order=1, mode='constant'), 0.0, None)
+  return out / out.sum()
 
 
 def scale_kernel(kernel, minor: float, major: float | None = None) -> np.ndarray:
@@ -263,6 +292,20 @@ def blend(kernel_a, kernel_b, weight: float) -> np.ndarray:
     raise ValueError(f'kernels of different supports: {a.shape} and {b.shape}')
   k = (1.0 - weight) * a / a.sum() + weight * b / b.sum()
   return (k / k.sum()).astype(np.float32)
+
+
+def unblend(mixture, other, weight: float) -> np.ndarray:
+  """The kernel a with ``blend(a, other, weight) == mixture`` (``weight`` < 1).
+
+  ``(mixture − weight·other) / (1 − weight)`` with both normalised, then
+  clipped to ≥ 0 and normalised (float64): recovers the INR's kernel from a
+  saved ``phase2.kernel_blend`` mixture.
+  """
+  if not 0.0 <= weight < 1.0:
+    raise ValueError(f'unblend weight must be in [0, 1), got {weight}')
+  m, o = (np.asarray(k, np.float64) for k in (mixture, other))
+  a = np.clip((m / m.sum() - weight * o / o.sum()) / (1.0 - weight), 0.0, None)
+  return a / a.sum()
 
 
 def scale_offset(scale: int) -> float:

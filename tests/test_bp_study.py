@@ -14,14 +14,11 @@ import numpy as np
 import skimage.data
 
 from kfjax import benchmark
-from kfjax import degradation
 from kfjax import evaluation
 from kfjax import kernels
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOOL = os.path.join(REPO, 'tools', 'bp_study.py')
-sys.path.insert(0, os.path.join(REPO, 'tools'))
-import bp_study  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
 class ShrinkStudyTest(absltest.TestCase):
@@ -147,32 +144,6 @@ class ShrinkStudyTest(absltest.TestCase):
     self.assertNotEqual(proc.returncode, 0)
     self.assertEqual(proc.stderr.strip().splitlines()[-1],
                      'bp_study: error: --kernel_blend: expected a weight in [0, 1), got 1.0')
-
-
-class InrHelpersTest(absltest.TestCase):
-
-  def test_unblend_inverts_blend(self):
-    a = kernels.anisotropic_gaussian(15, sigmas=(3.0, 1.0), theta=20.0)
-    b = kernels.anisotropic_gaussian(15, sigmas=(1.5, 1.5), theta=0.0)
-    for w in (0.25, 0.5):
-      np.testing.assert_allclose(bp_study.unblend(kernels.blend(a, b, w), b, w), a, atol=1e-6)
-
-  def test_shift_to_moves_the_centre_of_mass(self):
-    k = kernels.anisotropic_gaussian(21, sigmas=(3.0, 1.0), theta=20.0)
-    moved = bp_study.shift_to(k, (11.3, 9.6))
-    np.testing.assert_allclose(degradation.center_of_mass(moved), (11.3, 9.6), atol=1e-3)
-    self.assertAlmostEqual(moved.sum(), 1.0, places=6)
-
-  def test_moment_gaussian(self):
-    g = kernels.anisotropic_gaussian(25, sigmas=(3.0, 1.2), theta=30.0)
-    np.testing.assert_allclose(bp_study.moment_gaussian(g), g, atol=1e-4)
-    # A box's moment-matched Gaussian keeps its centre and spread, not its shape.
-    box = np.zeros((25, 25))
-    box[8:17, 10:15] = 1.0
-    m = bp_study.moment_gaussian(box)
-    np.testing.assert_allclose(degradation.center_of_mass(m), degradation.center_of_mass(box),
-                               atol=1e-3)
-    self.assertGreater(np.abs(m - box / box.sum()).sum(), 0.2)
 
 
 if __name__ == '__main__':

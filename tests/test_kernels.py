@@ -272,5 +272,35 @@ class SharedDataTest(absltest.TestCase):
       kernels.levin_kernels(os.path.join(tempfile.gettempdir(), 'nowhere'))
 
 
+class MomentsTest(absltest.TestCase):
+
+  def test_unblend_inverts_blend(self):
+    a = kernels.anisotropic_gaussian(15, sigmas=(3.0, 1.0), theta=20.0)
+    b = kernels.anisotropic_gaussian(15, sigmas=(1.5, 1.5), theta=0.0)
+    for w in (0.25, 0.5):
+      np.testing.assert_allclose(kernels.unblend(kernels.blend(a, b, w), b, w), a, atol=1e-6)
+    with self.assertRaisesRegex(ValueError, r'unblend weight must be in \[0, 1\), got 1'):
+      kernels.unblend(a, b, 1.0)
+
+  def test_shift_to_moves_the_centre_of_mass(self):
+    k = kernels.anisotropic_gaussian(21, sigmas=(3.0, 1.0), theta=20.0)
+    moved = kernels.shift_to(k, (11.3, 9.6))
+    np.testing.assert_allclose(degradation.center_of_mass(moved), (11.3, 9.6), atol=1e-3)
+    self.assertAlmostEqual(moved.sum(), 1.0, places=6)
+
+  def test_moment_gaussian(self):
+    g = kernels.anisotropic_gaussian(25, sigmas=(3.0, 1.2), theta=30.0)
+    np.testing.assert_allclose(kernels.moment_gaussian(g), g, atol=1e-4)
+    # A box's moment-matched Gaussian keeps its centre and spread, not its shape.
+    box = np.zeros((25, 25))
+    box[8:17, 10:15] = 1.0
+    m = kernels.moment_gaussian(box)
+    np.testing.assert_allclose(degradation.center_of_mass(m), degradation.center_of_mass(box),
+                               atol=1e-3)
+    self.assertGreater(np.abs(m - box / box.sum()).sum(), 0.2)
+    np.testing.assert_allclose(kernels.second_moments(m)[1], kernels.second_moments(box)[1],
+                               rtol=0.05, atol=1e-9)
+
+
 if __name__ == '__main__':
   absltest.main()

@@ -150,35 +150,12 @@ def perturbed_kernels(k) -> dict:
           'scale_1.15': kernels.scale_kernel(k, 1.15)}
 
 
-def unblend(mixture, other, weight: float) -> np.ndarray:
-  """The kernel a with ``kernels.blend(a, other, weight) == mixture``, clipped to ≥ 0 and
-  normalised (``weight`` < 1; both inputs sum to 1)."""
-  a = (np.asarray(mixture, np.float64) - weight * np.asarray(other, np.float64)) / (1 - weight)
-  return _normalised(a)
-
-
-def shift_to(kernel, target) -> np.ndarray:
-  """The kernel moved (bilinear, sub-pixel) so that its centre of mass is ``target``."""
-  k = _normalised(np.asarray(kernel, np.float64))
-  return _normalised(ndimage.shift(k, np.subtract(target, degradation.center_of_mass(k)),
-                                   order=1, mode='constant'))
-
-
-def moment_gaussian(kernel) -> np.ndarray:
-  """The Gaussian with the kernel's centre of mass and second moments, on its support."""
-  k = _normalised(np.asarray(kernel, np.float64))
-  rows, cols = np.indices(k.shape, dtype=np.float64)
-  d = np.stack([rows, cols], -1) - degradation.center_of_mass(k)
-  cov = np.einsum('hw,hwi,hwj->ij', k, d, d)
-  return _normalised(np.exp(-0.5 * np.einsum('...i,ij,...j->...', d, np.linalg.inv(cov), d)))
-
-
 def inr_variants(inr, l0, weight: float, thresholds) -> dict:
   """The kernels of --study=inr, by name (module docstring)."""
   mix = lambda a, b: kernels.blend(a, b, weight)
   out = {'mixture': mix(inr, l0), 'inr': inr, 'l0': l0,
-         'l0_at_inr_com': mix(inr, shift_to(l0, degradation.center_of_mass(inr))),
-         'inr_gauss': mix(moment_gaussian(inr), l0)}
+         'l0_at_inr_com': mix(inr, kernels.shift_to(l0, degradation.center_of_mass(inr))),
+         'inr_gauss': mix(kernels.moment_gaussian(inr), l0)}
   for t in thresholds:
     k = np.array(inr)
     k[k < t * k.max()] = 0.0
@@ -280,7 +257,7 @@ def case_settings(study, case, lr01, gt_kernel, scale, hr01, variants=None):
     saved = np.load(os.path.join(case_dir(case['id'], _METHOD.value), 'kernel.npy'))
     w = _KERNEL_BLEND.value
     l0 = sparse_kernel.estimate_kernel(lr01, scale, saved.shape[0])
-    inr = unblend(saved, l0, w) if w > 0 else _normalised(saved)
+    inr = kernels.unblend(saved, l0, w)
     for name, k in inr_variants(inr, l0, w, [float(t) for t in _THRESHOLDS.value]).items():
       out[f'{name}_nerr'] = metrics.kernel_metrics(k, gt_kernel)['kernel_nerr']
       tv_settings(out, f'{name}_', k, lr01, scale, regs)
