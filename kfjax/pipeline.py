@@ -280,7 +280,7 @@ def kernel_window(lr01, config) -> tuple[np.ndarray, tuple[int, int, int, int] |
   return lr01[..., top:top + wh, left:left + ww, :], (top, left, wh, ww)
 
 
-def blind_kernel(inr_kernel, lr01, config) -> np.ndarray:
+def blind_kernel(inr_kernel, lr01, config, *, l0=None) -> np.ndarray:
   """The estimated kernel: the INR's, or with ``phase2.kernel_blend`` = w > 0 a mixture.
 
   ``(1 − w)·inr_kernel + w·k_L0`` (:func:`kfjax.kernels.blend`), where k_L0 is the
@@ -288,12 +288,14 @@ def blind_kernel(inr_kernel, lr01, config) -> np.ndarray:
   (:func:`kfjax.sparse_kernel.estimate_kernel`, ~1 s for 64×64 LR px). The two
   err in opposite directions (the INR's kernels are too wide, the L0 ones too
   small), and their equal mixture back-projects better than either on all three
-  benchmarks. Our addition, measured in docs/results.md.
+  benchmarks. Our addition, measured in docs/results.md. ``l0``: k_L0 if already
+  computed (it depends on the LR alone).
   """
   w = config.phase2.kernel_blend
   if w <= 0:
     return inr_kernel
-  l0 = sparse_kernel.estimate_kernel(lr01, config.scale, config.kernel.size)
+  if l0 is None:
+    l0 = sparse_kernel.estimate_kernel(lr01, config.scale, config.kernel.size)
   return kernels.blend(inr_kernel, l0, w)
 
 

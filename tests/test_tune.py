@@ -35,21 +35,24 @@ class TraceTest(absltest.TestCase):
     out = os.path.join(root, 'tune.jsonl')
     env = dict(os.environ, JAX_PLATFORMS='cpu')
     proc = subprocess.run([sys.executable, TOOL, f'--bench={bench}', f'--out={out}',
-                           '--base=tiny', '--trace'], capture_output=True, text=True, env=env,
-                          cwd=REPO, check=False)
+                           '--base=tiny', '--trace',
+                           '--variants={"inr": {}, "mixed": {"phase2.kernel_blend": 0.5}}'],
+                          capture_output=True, text=True, env=env, cwd=REPO, check=False)
     self.assertEqual(proc.returncode, 0, proc.stderr[-2000:])
     with open(out, encoding='utf-8') as f:
-      (line,) = [json.loads(x) for x in f]
+      inr, mixed = [json.loads(x) for x in f]
     c = x4.get_config('tiny')
-    self.assertEqual(len(line['trace']),
-                     len(diffusion.visited_timesteps(t_start=c.phase2.t_start,
-                                                     stride=c.phase2.stride)))
-    # The tiny variant returns the INR's kernel and back-projects from bicubic, so the
-    # last timestep's entry is the returned kernel and output.
-    last = line['trace'][-1]
-    self.assertAlmostEqual(last['kernel_nerr'], line['kernel_nerr'], places=5)
-    self.assertAlmostEqual(last['psnr_y'], line['psnr_y'], places=3)
-    self.assertTrue(all(np.isfinite(r['psnr_y']) for r in line['trace']))
+    n = len(diffusion.visited_timesteps(t_start=c.phase2.t_start, stride=c.phase2.stride))
+    # The tiny variant back-projects from bicubic, so the last timestep's entry is the
+    # returned output, with the INR's kernel alone or mixed with the L0 estimate.
+    for line in (inr, mixed):
+      self.assertLen(line['trace'], n)
+      self.assertAlmostEqual(line['trace'][-1]['psnr_y'], line['psnr_y'], places=3)
+      self.assertTrue(all(np.isfinite(r['psnr_y']) for r in line['trace']))
+    # Alone, the INR's kernel is the returned one; the INR runs are the same in both.
+    self.assertAlmostEqual(inr['trace'][-1]['kernel_nerr'], inr['kernel_nerr'], places=5)
+    self.assertEqual([r['kernel_nerr'] for r in inr['trace']],
+                     [r['kernel_nerr'] for r in mixed['trace']])
 
 
 if __name__ == '__main__':

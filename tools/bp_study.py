@@ -324,7 +324,8 @@ def main(argv):
     sys.exit(f'bp_study: error: --scales: expected f or minor:major > 0, got {_SCALES.value}')
   manifest = evaluation.load_benchmark(_BENCH.value)
   scale = manifest['scale']
-  methods = {'shrink': [_METHOD.value], 'inr': [_METHOD.value], 'blend': [_METHOD.value, _BLEND_WITH.value],
+  methods = {'shrink': [_METHOD.value], 'inr': [_METHOD.value],
+             'blend': [_METHOD.value, _BLEND_WITH.value],
              'tv': [_METHOD.value] + ([_BLEND_WITH.value] if _KERNEL_BLEND.value > 0 else [])}
   methods['spectral'] = methods['tv']
   methods = methods.get(_STUDY.value, ['kernelfusion'])

@@ -38,7 +38,8 @@ if _REPO not in sys.path:
 
 from configs import x4  # pylint: disable=wrong-import-position
 import kfjax  # pylint: disable=wrong-import-position
-from kfjax import degradation, evaluation, metrics, pipeline  # pylint: disable=wrong-import-position
+# pylint: disable-next=wrong-import-position
+from kfjax import degradation, evaluation, metrics, pipeline, sparse_kernel
 
 _BENCH = flags.DEFINE_string('bench', None, 'Benchmark folder (tools/make_benchmark.py).')
 _CASES = flags.DEFINE_list('cases', [], 'Case ids (default: all).')
@@ -62,17 +63,21 @@ def centre_crop(lr01, hr01, size: int, scale: int):
           hr01[scale * y: scale * (y + size), scale * x: scale * (x + size)])
 
 
-def kernel_trace(kernel_trace, lr01, hr01, gt_kernel, config) -> list[dict]:
-  """Per timestep: the INR kernel's kernel_nerr, and the psnr_y of the output built from it
-  (only when the output depends on the kernel alone: ``final_bp_from`` 'bicubic')."""
+def kernel_trace(trace, lr01, hr01, gt_kernel, config) -> list[dict]:
+  """Per timestep of ``trace`` (Phase 2's kernels): the INR kernel's kernel_nerr, and the
+  psnr_y of the output built from it (only when the output depends on the kernel alone:
+  ``final_bp_from`` 'bicubic')."""
   c = config.phase2
   by_kernel = c.final_bp_reg > 0 and c.final_bp_from == 'bicubic'
   win01, _ = pipeline.kernel_window(lr01, config)
+  l0 = (sparse_kernel.estimate_kernel(win01, config.scale, config.kernel.size)
+        if by_kernel and c.kernel_blend > 0 else None)      # the LR's alone: once, not per step
   rows = []
-  for k in np.asarray(kernel_trace):
+  for k in np.asarray(trace):
     row = {'kernel_nerr': metrics.kernel_metrics(k, gt_kernel)['kernel_nerr']}
     if by_kernel:
-      hr = pipeline.final_projection(None, lr01, pipeline.blind_kernel(k, win01, config), config)
+      hr = pipeline.final_projection(None, lr01, pipeline.blind_kernel(k, win01, config, l0=l0),
+                                     config)
       row['psnr_y'] = metrics.image_metrics(hr, hr01, config.scale)['psnr_y']
     rows.append(row)
   return rows
