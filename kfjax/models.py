@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Sequence
 
@@ -15,6 +16,18 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+
+@functools.lru_cache(maxsize=None)
+def jit_init(module: nn.Module):
+  """``module.init`` as one compiled program, cached per module config.
+
+  Run eagerly, ``init`` compiles every initialiser and every layer of the forward pass as its
+  own small program (hundreds per model; on a GPU each convolution at the image's size is also
+  autotuned). Under ``jit`` the forward pass, whose output ``init`` discards, is dead code.
+  The params are the same as eager ``init``'s.
+  """
+  return jax.jit(module.init)
 
 
 def timestep_embedding(t, dim: int, max_period: float = 10000.0):

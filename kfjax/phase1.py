@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from kfjax import batching, diffusion
+from kfjax import batching, diffusion, models
 from kfjax.models import PatchDiffusion
 
 
@@ -35,7 +35,7 @@ def make_optimizer(lr: float, grad_clip: float = 1.0) -> optax.GradientTransform
 
 def init_state(model: PatchDiffusion, optimizer, key, crop: int) -> PDState:
   """Initialises the PD params (on a crop×crop input), their EMA and Adam."""
-  params = model.init(key, jnp.zeros((1, crop, crop, 3)), jnp.zeros((1,), jnp.int32))
+  params = models.jit_init(model)(key, jnp.zeros((1, crop, crop, 3)), jnp.zeros((1,), jnp.int32))
   return PDState(step=jnp.zeros((), jnp.int32), params=params,
                  ema_params=jax.tree.map(jnp.copy, params),
                  opt_state=optimizer.init(params))

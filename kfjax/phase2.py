@@ -30,7 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from kfjax import batching, degradation, diffusion
+from kfjax import batching, degradation, diffusion, models
 from kfjax.models import KernelINR, PatchDiffusion, UNet, render_kernel
 
 MODES = ('full', 'pd_unet', 'unet_only', 'dip')
@@ -85,8 +85,8 @@ def init_state(unet: UNet, inr: KernelINR, optimizer, key, lr_image, *, scale: i
   """
   k_unet, k_inr, k_noise = jax.random.split(key, 3)
   hr0 = degradation.bicubic_upscale(lr_image, scale)[None]
-  unet_params = unet.init(k_unet, hr0)
-  inr_params = inr.init(k_inr, jnp.zeros((1, 2)))
+  unet_params = models.jit_init(unet)(k_unet, hr0)
+  inr_params = models.jit_init(inr)(k_inr, jnp.zeros((1, 2)))
   noise = (0.1 * jax.random.normal(k_noise, hr0.shape) if mode == 'dip'
            else jnp.zeros((1, 1, 1, 1)))
   params = {'unet': unet_params, 'inr': inr_params}

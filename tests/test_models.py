@@ -170,5 +170,24 @@ class KernelINRTest(parameterized.TestCase):
     np.testing.assert_allclose(g[..., 0], g[..., 1].T, atol=0)
 
 
+class JitInitTest(absltest.TestCase):
+
+  def test_same_params_as_eager_init_and_one_program_per_config(self):
+    unet = models.UNet(features=(8, 8), skip=2)
+    x = _normal(0, (1, 16, 24, 3))
+    eager = unet.init(_key(3), x)
+    jitted = models.jit_init(unet)(_key(3), x)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7),
+                 eager, jitted)
+    # An equal module config (a new object, as each run builds) reuses the compiled init.
+    # (The cache is process-wide: other tests may have compiled this config at other shapes.)
+    again = models.jit_init(models.UNet(features=(8, 8), skip=2))
+    self.assertIs(again, models.jit_init(unet))
+    compiled = again._cache_size()
+    again(_key(4), x)
+    self.assertEqual(again._cache_size(), compiled)
+    self.assertIsNot(models.jit_init(models.UNet(features=(8, 4), skip=2)), again)
+
+
 if __name__ == '__main__':
   absltest.main()
