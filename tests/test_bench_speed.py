@@ -1,4 +1,4 @@
-"""tools/bench_speed.py: the Phase-1 plateau runs and the report (a small CPU run)."""
+"""tools/bench_speed.py: the plateau runs, the conv forms, the Phase-2 parts (small CPU runs)."""
 
 import json
 import os
@@ -69,6 +69,24 @@ class ConvFormsTest(absltest.TestCase):
         self.assertAlmostEqual(row[f'{form}_speedup'], row['sequential_ms'] / row[f'{form}_ms'])
     with open(os.path.join(out, 'speed.md')) as f:
       self.assertIn('## Batched conv forms', f.read())
+
+
+class Phase2PartsTest(absltest.TestCase):
+
+  def test_parts_and_gemm_share(self):
+    r, out = run_tool('--phase2_sizes=32x32', '--phase2_parts')
+    self.assertEqual(r.returncode, 0, r.stderr[-3000:])
+    with open(os.path.join(out, 'speed.json')) as f:
+      (row,) = json.load(f)['phase2']
+    self.assertGreater(row['wide_gemm_share'], 0.0)
+    self.assertLessEqual(row['wide_gemm_share'], 1.0)
+    # The step holds the PD part once and the U-Net at least once (twice, the first
+    # without its input gradient), plus the kernel INR and the downscale.
+    self.assertLess(row['pd_gflop'] + row['unet_gflop'], row['gflop_per_step'])
+    self.assertGreater(row['pd_gflop'] + 2 * row['unet_gflop'], 0.5 * row['gflop_per_step'])
+    for part in ('pd', 'unet'):
+      self.assertAlmostEqual(row[f'{part}_tflops'] * row[f'{part}_ms'],
+                             row[f'{part}_gflop'], places=6)
 
 
 if __name__ == '__main__':

@@ -40,6 +40,8 @@ _PHASE1 = flags.DEFINE_bool('phase1', True, 'Time the Phase-1 grid (width × bat
 _SIZES = flags.DEFINE_list('phase2_sizes', [], 'Phase-2 HR sizes as WxH or WxH:dtype (default: '
                            '256x256 on CPU; 256x256,512x512,1024x1024,2048x1344 on a GPU; '
                            '"none": skip Phase 2).')
+_PARTS = flags.DEFINE_bool('phase2_parts', False, 'Also time the Phase-2 step\'s PD part '
+                            '(forward + input gradient) and U-Net part alone at each size.')
 _DTYPES = flags.DEFINE_list('phase2_dtypes', [], 'Phase-2 dtypes of sizes given without one '
                             '(default: float32 on CPU; bfloat16,float32 on a GPU).')
 _PLATEAU = flags.DEFINE_list('plateau_batches', [], 'If given: train the PD of --plateau_variant '
@@ -108,7 +110,7 @@ def bench_phase1(width, batch, dtype, chunk, driver):
           'gflop_per_step': step_flops / 1e9, 'tflops': step_flops * chunk / dt / 1e12}
 
 
-def bench_phase2(hw, dtype, n_iter, driver, variant='default'):
+def bench_phase2(hw, dtype, n_iter, driver, variant='default', parts=False):
   c = x4.get_config(variant)
   c.compute_dtype, c.phase2.driver = dtype, driver
   h, w = hw
@@ -134,11 +136,40 @@ def bench_phase2(hw, dtype, n_iter, driver, variant='default'):
   dev = jax.devices()[0]
   stats = dev.memory_stats() if hasattr(dev, 'memory_stats') else None
   peak = (stats or {}).get('peak_bytes_in_use')
-  return {'hr': f'{w}x{h}', 'dtype': dtype, 'driver': driver, 'n_iter': n_iter,
-          'compile_s': first - dt, 'inner_steps_per_s': n_iter / dt,
-          'ms_per_inner_step': 1e3 * dt / n_iter, 'gflop_per_step': step_flops / 1e9,
-          'tflops': step_flops * n_iter / dt / 1e12,
-          'peak_gib': None if peak is None else peak / 2 ** 30}
+  row = {'hr': f'{w}x{h}', 'dtype': dtype, 'driver': driver, 'n_iter': n_iter,
+         'compile_s': first - dt, 'inner_steps_per_s': n_iter / dt,
+         'ms_per_inner_step': 1e3 * dt / n_iter, 'gflop_per_step': step_flops / 1e9,
+         'tflops': step_flops * n_iter / dt / 1e12,
+         'peak_gib': None if peak is None else peak / 2 ** 30,
+         'wide_gemm_share': wide_gemm_share(inner, state[0], ts1, eps, data)}
+  if parts:
+    row.update(bench_phase2_parts(models, pd_params, state[0]))
+  return row
+
+
+def wide_gemm_share(fn, *args, wide=64):
+  """Share of ``fn``'s convolution FLOPs whose GEMM has N and K ≥ ``wide`` (matrix-unit
+  friendly; M, the pixels, is large at HR sizes): a bound on what the conv shapes allow."""
+  shapes = flops.conv_gemm_shapes(fn, *args)
+  return sum(f for (_, n, k), f in shapes.items() if min(n, k) >= wide) / sum(shapes.values())
+
+
+def bench_phase2_parts(models, pd_params, state):
+  """The inner step's two heavy parts timed alone at the step's HR size: the frozen PD's
+  forward + input gradient (once per inner step) and one U-Net forward + gradient (params
+  and input; the step runs the U-Net twice). Tells whether the step's rate is lost in the
+  convolutions themselves or between them."""
+  x = state.x0_prev
+  t = jnp.full((1,), 100, jnp.int32)
+  pd_fn = jax.jit(lambda p, z: jax.vjp(lambda y: models.pd.apply(p, y, t), z)[1](z)[0])
+  unet_fn = jax.jit(jax.grad(lambda p, z: jnp.sum(models.unet.apply(p, z) ** 2), (0, 1)))
+  row = {}
+  for name, fn, args in (('pd', pd_fn, (pd_params, x)), ('unet', unet_fn, (state.unet_params, x))):
+    fl = flops.count_flops(fn, *args)
+    _, dt = _time(lambda fn=fn, args=args: fn(*args), min_seconds=1.0)
+    row.update({f'{name}_ms': 1e3 * dt, f'{name}_gflop': fl / 1e9,
+                f'{name}_tflops': fl / dt / 1e12})
+  return row
 
 
 def bench_end_to_end(variant, lr_hw):
@@ -299,6 +330,9 @@ def _report(res, out):
   peak = res['matmul_tflops']
   for r in res.get('phase1', []) + res.get('phase2', []):
     r['fraction_of_matmul'] = r['tflops'] / peak[r['dtype']]
+    for part in ('pd', 'unet'):
+      if f'{part}_tflops' in r:
+        r[f'{part}_fraction'] = r[f'{part}_tflops'] / peak[r['dtype']]
   os.makedirs(out, exist_ok=True)
   io.atomic_write_text(os.path.join(out, 'speed.json'), json.dumps(res, indent=2) + '\n')
   md = [f'# Speed: {res["device"]} ({res["backend"]}), jax {res["jax"]}', '',
@@ -311,7 +345,9 @@ def _report(res, out):
         '', '## Phase 2 (one inner step: U-Net ×2, PD fwd+bwd, INR, downscale)', '',
         _table(res.get('phase2', []), ['hr', 'dtype', 'driver', 'inner_steps_per_s',
                                        'ms_per_inner_step', 'gflop_per_step', 'tflops',
-                                       'fraction_of_matmul', 'peak_gib', 'compile_s']),
+                                       'fraction_of_matmul', 'peak_gib', 'compile_s',
+                                       'wide_gemm_share', 'pd_ms', 'pd_fraction', 'unet_ms',
+                                       'unet_fraction']),
         '', '## End to end (synthetic LR, compile included)', '',
         _table(res.get('end_to_end', []), ['variant', 'lr', 'total_s', 'phase1_s', 'phase2_s',
                                            'phase1_steps', 'inner_steps']),
@@ -390,7 +426,7 @@ def main(argv):
   res['phase2'] = []
   for hw, dt in _phase2_runs(gpu, quick):
     r = bench_phase2(hw, dt, n_iter=10 if gpu else 2, driver='scan' if gpu else 'loop',
-                     variant='default' if gpu else 'cpu')
+                     variant='default' if gpu else 'cpu', parts=_PARTS.value)
     logging.info('phase2 %s', r)
     res['phase2'].append(r)
     _report(res, _OUT.value)
