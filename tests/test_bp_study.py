@@ -16,6 +16,7 @@ import skimage.data
 from kfjax import benchmark
 from kfjax import evaluation
 from kfjax import kernels
+from kfjax import metrics
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOOL = os.path.join(REPO, 'tools', 'bp_study.py')
@@ -144,6 +145,38 @@ class ShrinkStudyTest(absltest.TestCase):
     self.assertNotEqual(proc.returncode, 0)
     self.assertEqual(proc.stderr.strip().splitlines()[-1],
                      'bp_study: error: --kernel_blend: expected a weight in [0, 1), got 1.0')
+
+  def test_ensemble_of_two_runs(self):
+    case = evaluation.load_benchmark(self.bench)['cases'][0]
+    _, hr01, gt_kernel = evaluation.read_case_inputs(case, 4)
+    hr8 = np.round(hr01 * 255).astype(np.int32)
+    runs = []
+    # Two "runs": the HR brightened by 8 and by 4 grey levels, with the GT kernel and the
+    # stretched one.
+    for i, (offset, k) in enumerate(((8, gt_kernel), (4, kernels.scale_kernel(gt_kernel, 2.0)))):
+      d = evaluation.method_dir(os.path.join(self.root, f'run{i}'), case['id'], 'kernelfusion')
+      os.makedirs(d)
+      iio.imwrite(os.path.join(d, 'hr.png'), np.clip(hr8 + offset, 0, 255).astype(np.uint8))
+      np.save(os.path.join(d, 'kernel.npy'), k)
+      runs.append(os.path.dirname(os.path.dirname(os.path.dirname(d))))
+    out = os.path.join(self.root, 'ensemble.json')
+    env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS='cpu')
+    proc = subprocess.run([sys.executable, TOOL, f'--bench={self.bench}', '--study=ensemble',
+                           f'--eval_dir={",".join(runs)}', '--regs=0.3', '--tv_weights=1e-4',
+                           '--tv_mixes=0.5', f'--out={out}'],
+                          capture_output=True, text=True, env=env, timeout=300)
+    self.assertEqual(proc.returncode, 0, proc.stderr)
+    with open(out) as f:
+      row = json.load(f)['cases'][case['id']]
+    mean = (np.clip(hr8 + 8, 0, 255) + np.clip(hr8 + 4, 0, 255)) / 2 / 255
+    self.assertAlmostEqual(row['output_mean'], metrics.image_metrics(mean, hr01, 4)['psnr_y'],
+                           places=4)
+    self.assertLess(row['run0'], row['output_mean'])
+    self.assertLess(row['output_mean'], row['run1'])
+    # The mean kernel lies between the GT and the stretched one.
+    stretched = metrics.kernel_metrics(kernels.scale_kernel(gt_kernel, 2.0), gt_kernel)
+    self.assertLess(0.05, row['kernel_mean_nerr'])
+    self.assertLess(row['kernel_mean_nerr'], stretched['kernel_nerr'])
 
 
 if __name__ == '__main__':

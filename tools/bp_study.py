@@ -53,6 +53,12 @@ r"""Back-projection studies behind docs/results.md (no training; seconds on a CP
   python tools/bp_study.py --bench=bench/mini --study=inr --eval_dir=bench/mini_tv \
       --regs=0.3 --tv_weights=1e-3 --tv_mixes=0.5 --out=bench/bp_inr_mini.json
 
+  # Is the error variance or bias? Two or more runs of --method (other seeds or settings, one
+  # --eval_dir each): each run's output, their mean, and the final step (as --study=tv) with
+  # the mean of their saved kernels. Only cases that every run has.
+  python tools/bp_study.py --bench=bench/mini --study=ensemble \
+      --eval_dir=bench/mini_tv,bench/mini_w30 --regs=0.3 --tv_weights=1e-3 --tv_mixes=0.5 --out=bench/ensemble_mini.json
+
   # Are a method's kernels too wide or too narrow? Their principal spreads against the GT's,
   # and the back-projection with each kernel scaled about its centre of mass (--scales:
   # f = isotropic ×f, m:M = ×m along the minor axis and ×M along the major one).
@@ -81,7 +87,7 @@ from kfjax import degradation, evaluation, io, kernels, metrics, sparse_kernel, 
 _BENCH = flags.DEFINE_string('bench', None, 'Benchmark folder.')
 _STUDY = flags.DEFINE_enum('study', 'gaussian',
                            ['gaussian', 'projection', 'refit', 'sparse', 'perturb', 'shrink',
-                            'blend', 'tv', 'spectral', 'inr'],
+                            'blend', 'tv', 'spectral', 'inr', 'ensemble'],
                            'Which study.')
 _SELF_CONTAINED = ('gaussian', 'sparse', 'perturb')   # the studies that need no --eval_dir
 _VARIANTS = flags.DEFINE_string('variants', '{"default": {}}',
@@ -262,6 +268,15 @@ def case_settings(study, case, lr01, gt_kernel, scale, hr01, variants=None):
       out[f'{name}_nerr'] = metrics.kernel_metrics(k, gt_kernel)['kernel_nerr']
       tv_settings(out, f'{name}_', k, lr01, scale, regs)
     return out
+  if study == 'ensemble':
+    dirs = [evaluation.method_dir(root, case['id'], _METHOD.value) for root in _EVAL_DIR.value]
+    runs = [io.read_image(os.path.join(d, 'hr.png'))[0] for d in dirs]
+    out.update({f'run{i}': hr for i, hr in enumerate(runs)})
+    out['output_mean'] = np.mean(runs, 0)
+    kernel = np.mean([np.load(os.path.join(d, 'kernel.npy')) for d in dirs], 0)
+    out['kernel_mean_nerr'] = metrics.kernel_metrics(kernel, gt_kernel)['kernel_nerr']
+    tv_settings(out, 'kernel_mean_', kernel, lr01, scale, regs)
+    return out
   if study in ('tv', 'spectral'):
     kernel = np.load(os.path.join(case_dir(case['id'], _METHOD.value), 'kernel.npy'))
     if _KERNEL_BLEND.value > 0:
@@ -342,6 +357,10 @@ def main(argv):
     if _STUDY.value not in _SELF_CONTAINED and any(case_dir(case['id'], m) is None
                                                     for m in methods):
       continue
+    if _STUDY.value == 'ensemble' and not all(os.path.isfile(os.path.join(
+        evaluation.method_dir(root, case['id'], _METHOD.value), 'hr.png'))
+                                              for root in _EVAL_DIR.value):
+      continue                                      # every run must have the case
     lr01, hr01, gt_kernel = evaluation.read_case_inputs(case, scale)
     hrs = case_settings(_STUDY.value, case, lr01, gt_kernel, scale, hr01, variants)
     rows[case['id']] = {k: v if np.ndim(v) == 0 else metrics.image_metrics(
