@@ -279,6 +279,22 @@ def scale_kernel(kernel, minor: float, major: float | None = None) -> np.ndarray
   return (out / out.sum()).astype(np.float32)
 
 
+def geometric_blend(kernel_a, kernel_b, weight: float = 0.5) -> np.ndarray:
+  """``a^(1 − weight) · b^weight``, normalised to sum 1 (float32): non-zero only where both are.
+
+  Both are clipped to ≥ 0 first; they must share a support. Weight ½ is the geometric mean.
+  """
+  if not 0.0 <= weight <= 1.0:
+    raise ValueError(f'blend weight must be in [0, 1], got {weight}')
+  a, b = (np.clip(np.asarray(k, np.float64), 0.0, None) for k in (kernel_a, kernel_b))
+  if a.shape != b.shape:
+    raise ValueError(f'kernels of different supports: {a.shape} and {b.shape}')
+  k = a ** (1.0 - weight) * b ** weight
+  if not k.sum() > 0:
+    raise ValueError('the two kernels share no support')
+  return (k / k.sum()).astype(np.float32)
+
+
 def blend(kernel_a, kernel_b, weight: float) -> np.ndarray:
   """The mixture ``(1 − weight)·a + weight·b`` of two kernels, normalised to sum 1 (float32).
 

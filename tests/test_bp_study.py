@@ -141,6 +141,7 @@ class ShrinkStudyTest(absltest.TestCase):
     # (from 16×16 LR px) is not.
     self.assertLess(row['inr_gauss_nerr'], 0.05)
     self.assertGreater(row['l0_nerr'], 5 * row['inr_gauss_nerr'])
+    self.assertTrue(np.isfinite(row['geo_mean_bp_reg_0.3']))
     proc = self._run('inr', '--kernel_blend=1', f'--out={os.path.join(self.root, "bad.json")}')
     self.assertNotEqual(proc.returncode, 0)
     self.assertEqual(proc.stderr.strip().splitlines()[-1],

@@ -274,6 +274,19 @@ class SharedDataTest(absltest.TestCase):
 
 class MomentsTest(absltest.TestCase):
 
+  def test_geometric_blend(self):
+    a = kernels.anisotropic_gaussian(15, sigmas=(3.0, 1.0), theta=20.0)
+    np.testing.assert_allclose(kernels.geometric_blend(a, a), a, rtol=1e-5, atol=1e-7)
+    b = np.zeros((15, 15))
+    b[5:10, 5:10] = 1.0
+    g = kernels.geometric_blend(a, b)
+    self.assertAlmostEqual(float(g.sum()), 1.0, places=5)
+    self.assertEqual(float(np.abs(g[b == 0]).max()), 0.0)      # only where both are non-zero
+    inside = np.sqrt(a[5:10, 5:10])                           # b is flat there
+    np.testing.assert_allclose(g[5:10, 5:10], inside / inside.sum(), rtol=1e-5)
+    with self.assertRaisesRegex(ValueError, 'share no support'):
+      kernels.geometric_blend(b, np.roll(b, 7, 0))
+
   def test_unblend_inverts_blend(self):
     a = kernels.anisotropic_gaussian(15, sigmas=(3.0, 1.0), theta=20.0)
     b = kernels.anisotropic_gaussian(15, sigmas=(1.5, 1.5), theta=0.0)

@@ -48,8 +48,9 @@ r"""Back-projection studies behind docs/results.md (no training; seconds on a CP
   # ((kernel.npy − w·k_L0)/(1 − w), w = --kernel_blend, k_L0 recomputed as the pipeline does),
   # then each variant through the final step (as --study=tv): the INR's alone, the L0 alone,
   # the mixture with the L0 kernel moved onto the INR's centre of mass, the mixture with the
-  # INR's moment-matched Gaussian instead of the INR's, and the INR's with the taps below
-  # t·max zeroed (--thresholds), alone and mixed.
+  # INR's moment-matched Gaussian instead of the INR's, the two kernels' geometric mean
+  # (weighted as the mixture), and the INR's with the taps below t·max zeroed (--thresholds),
+  # alone and mixed.
   python tools/bp_study.py --bench=bench/mini --study=inr --eval_dir=bench/mini_tv \
       --regs=0.3 --tv_weights=1e-3 --tv_mixes=0.5 --out=bench/bp_inr_mini.json
 
@@ -161,7 +162,9 @@ def inr_variants(inr, l0, weight: float, thresholds) -> dict:
   mix = lambda a, b: kernels.blend(a, b, weight)
   out = {'mixture': mix(inr, l0), 'inr': inr, 'l0': l0,
          'l0_at_inr_com': mix(inr, kernels.shift_to(l0, degradation.center_of_mass(inr))),
-         'inr_gauss': mix(kernels.moment_gaussian(inr), l0)}
+         'inr_gauss': mix(kernels.moment_gaussian(inr), l0),
+         # Where both estimates agree: the L0 path inside the INR's envelope.
+         'geo_mean': kernels.geometric_blend(inr, l0, weight)}
   for t in thresholds:
     k = np.array(inr)
     k[k < t * k.max()] = 0.0
