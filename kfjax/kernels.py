@@ -279,16 +279,22 @@ def scale_kernel(kernel, minor: float, major: float | None = None) -> np.ndarray
   return (out / out.sum()).astype(np.float32)
 
 
-def geometric_blend(kernel_a, kernel_b, weight: float = 0.5) -> np.ndarray:
-  """``a^(1 − weight) · b^weight``, normalised to sum 1 (float32): non-zero only where both are.
-
-  Both are clipped to ≥ 0 first; they must share a support. Weight ½ is the geometric mean.
-  """
+def _blend_inputs(kernel_a, kernel_b, weight: float):
+  """Both kernels clipped to ≥ 0 (float64), after checking the weight and their supports."""
   if not 0.0 <= weight <= 1.0:
     raise ValueError(f'blend weight must be in [0, 1], got {weight}')
   a, b = (np.clip(np.asarray(k, np.float64), 0.0, None) for k in (kernel_a, kernel_b))
   if a.shape != b.shape:
     raise ValueError(f'kernels of different supports: {a.shape} and {b.shape}')
+  return a, b
+
+
+def geometric_blend(kernel_a, kernel_b, weight: float = 0.5) -> np.ndarray:
+  """``a^(1 − weight) · b^weight``, normalised to sum 1 (float32): non-zero only where both are.
+
+  Both are clipped to ≥ 0 first; they must share a support. Weight ½ is the geometric mean.
+  """
+  a, b = _blend_inputs(kernel_a, kernel_b, weight)
   k = a ** (1.0 - weight) * b ** weight
   if not k.sum() > 0:
     raise ValueError('the two kernels share no support')
@@ -301,11 +307,7 @@ def blend(kernel_a, kernel_b, weight: float) -> np.ndarray:
   Both are clipped to ≥ 0 and normalised first; they must share a support.
   Used by ``phase2.kernel_blend`` (:func:`kfjax.pipeline.blind_kernel`).
   """
-  if not 0.0 <= weight <= 1.0:
-    raise ValueError(f'blend weight must be in [0, 1], got {weight}')
-  a, b = (np.clip(np.asarray(k, np.float64), 0.0, None) for k in (kernel_a, kernel_b))
-  if a.shape != b.shape:
-    raise ValueError(f'kernels of different supports: {a.shape} and {b.shape}')
+  a, b = _blend_inputs(kernel_a, kernel_b, weight)
   k = (1.0 - weight) * a / a.sum() + weight * b / b.sum()
   return (k / k.sum()).astype(np.float32)
 
