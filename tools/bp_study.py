@@ -58,7 +58,8 @@ r"""Back-projection studies behind docs/results.md (no training; seconds on a CP
   # --eval_dir each): each run's output, their mean, and the final step (as --study=tv) with
   # the mean of their saved kernels. Only cases that every run has.
   python tools/bp_study.py --bench=bench/mini --study=ensemble \
-      --eval_dir=bench/mini_tv,bench/mini_w30 --regs=0.3 --tv_weights=1e-3 --tv_mixes=0.5 --out=bench/ensemble_mini.json
+      --eval_dir=bench/mini_tv,bench/mini_w30 --regs=0.3 --tv_weights=1e-3 --tv_mixes=0.5 \
+      --out=bench/ensemble_mini.json
 
   # Are a method's kernels too wide or too narrow? Their principal spreads against the GT's,
   # and the back-projection with each kernel scaled about its centre of mass (--scales:
@@ -342,7 +343,7 @@ def main(argv):
     sys.exit(f'bp_study: error: --scales: expected f or minor:major > 0, got {_SCALES.value}')
   manifest = evaluation.load_benchmark(_BENCH.value)
   scale = manifest['scale']
-  methods = {'shrink': [_METHOD.value], 'inr': [_METHOD.value],
+  methods = {'shrink': [_METHOD.value], 'inr': [_METHOD.value], 'ensemble': [_METHOD.value],
              'blend': [_METHOD.value, _BLEND_WITH.value],
              'tv': [_METHOD.value] + ([_BLEND_WITH.value] if _KERNEL_BLEND.value > 0 else [])}
   methods['spectral'] = methods['tv']
