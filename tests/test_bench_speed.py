@@ -74,7 +74,7 @@ class ConvFormsTest(absltest.TestCase):
 class Phase2PartsTest(absltest.TestCase):
 
   def test_parts_and_gemm_share(self):
-    r, out = run_tool('--phase2_sizes=32x32', '--phase2_parts')
+    r, out = run_tool('--phase2_sizes=32x32', '--phase2_parts', '--profile')
     self.assertEqual(r.returncode, 0, r.stderr[-3000:])
     with open(os.path.join(out, 'speed.json')) as f:
       (row,) = json.load(f)['phase2']
@@ -87,6 +87,11 @@ class Phase2PartsTest(absltest.TestCase):
     for part in ('pd', 'unet'):
       self.assertAlmostEqual(row[f'{part}_tflops'] * row[f'{part}_ms'],
                              row[f'{part}_gflop'], places=6)
+    # --profile: the traced calls' kernel summary, per inner step, and its table in speed.md.
+    self.assertAlmostEqual(row['kernel_ms_per_step'], row['profile']['kernel_ms'] / row['n_iter'])
+    self.assertNotEmpty(row['profile']['kernels'])
+    with open(os.path.join(out, 'speed.md')) as f:
+      self.assertIn('### Kernels of the Phase-2 step, 32x32', f.read())
 
 
 if __name__ == '__main__':

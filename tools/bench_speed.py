@@ -28,7 +28,7 @@ from absl import app, flags, logging
 
 from configs import x4
 from kfjax import app as kfapp
-from kfjax import diffusion, flops, io, phase1, phase2, pipeline
+from kfjax import diffusion, flops, io, phase1, phase2, pipeline, profiling
 
 _OUT = flags.DEFINE_string('out', 'bench/speed', 'Output folder.')
 _QUICK = flags.DEFINE_bool('quick', False, 'Smallest sizes only (smoke test).')
@@ -42,6 +42,9 @@ _SIZES = flags.DEFINE_list('phase2_sizes', [], 'Phase-2 HR sizes as WxH or WxH:d
                            '"none": skip Phase 2).')
 _PARTS = flags.DEFINE_bool('phase2_parts', False, 'Also time the Phase-2 step\'s PD part '
                             '(forward + input gradient) and U-Net part alone at each size.')
+_PROFILE = flags.DEFINE_bool('profile', False, 'Also trace each Phase-2 size\'s timed call with '
+                             'the JAX profiler: kernel time by name and class (matrix units or '
+                             'not) and the device\'s busy share (kfjax.profiling).')
 _DTYPES = flags.DEFINE_list('phase2_dtypes', [], 'Phase-2 dtypes of sizes given without one '
                             '(default: float32 on CPU; bfloat16,float32 on a GPU).')
 _PLATEAU = flags.DEFINE_list('plateau_batches', [], 'If given: train the PD of --plateau_variant '
@@ -110,7 +113,7 @@ def bench_phase1(width, batch, dtype, chunk, driver):
           'gflop_per_step': step_flops / 1e9, 'tflops': step_flops * chunk / dt / 1e12}
 
 
-def bench_phase2(hw, dtype, n_iter, driver, variant='default', parts=False):
+def bench_phase2(hw, dtype, n_iter, driver, variant='default', parts=False, profile_dir=None):
   c = x4.get_config(variant)
   c.compute_dtype, c.phase2.driver = dtype, driver
   h, w = hw
@@ -144,6 +147,18 @@ def bench_phase2(hw, dtype, n_iter, driver, variant='default', parts=False):
          'wide_gemm_share': wide_gemm_share(inner, state[0], ts1, eps, data)}
   if parts:
     row.update(bench_phase2_parts(models, pd_params, state[0]))
+  if profile_dir:
+    try:
+      prof = profiling.trace_kernels(call, n_calls=2, log_dir=profile_dir)
+    except Exception as e:  # pylint: disable=broad-except
+      # A profiler that cannot run here (e.g. no CUPTI) must not cost the row's timings.
+      logging.warning('profile of %s %s failed: %s', row['hr'], dtype, e)
+      return {**row, 'profile_error': str(e)}
+    per_step = lambda ms: ms / n_iter
+    row.update({'busy_share': prof['busy_share'],
+                'kernel_ms_per_step': per_step(prof['kernel_ms']),
+                'matrix_ms_per_step': per_step(prof['classes'].get('matrix', {}).get('ms', 0.0)),
+                'profile': prof})
   return row
 
 
@@ -347,7 +362,9 @@ def _report(res, out):
                                        'ms_per_inner_step', 'gflop_per_step', 'tflops',
                                        'fraction_of_matmul', 'peak_gib', 'compile_s',
                                        'wide_gemm_share', 'pd_ms', 'pd_fraction', 'unet_ms',
-                                       'unet_fraction']),
+                                       'unet_fraction', 'busy_share', 'kernel_ms_per_step',
+                                       'matrix_ms_per_step']),
+        *_profile_tables(res.get('phase2', [])),
         '', '## End to end (synthetic LR, compile included)', '',
         _table(res.get('end_to_end', []), ['variant', 'lr', 'total_s', 'phase1_s', 'phase2_s',
                                            'phase1_steps', 'inner_steps']),
@@ -367,6 +384,21 @@ def _report(res, out):
   text = '\n'.join(md) + '\n'
   io.atomic_write_text(os.path.join(out, 'speed.md'), text)
   return text
+
+
+def _profile_tables(rows):
+  """Markdown lines: per profiled Phase-2 row, its top kernels (ms per inner step)."""
+  md = []
+  for r in rows:
+    if 'profile' not in r:
+      continue
+    n = r['n_iter']
+    kernels = [{**k, 'count': k['count'] / n, 'ms': k['ms'] / n} for k in r['profile']['kernels']]
+    classes = ', '.join(f'{k} {v["share"]:.0%}' for k, v in r['profile']['classes'].items())
+    md += ['', f'### Kernels of the Phase-2 step, {r["hr"]} {r["dtype"]} (per inner step; '
+           f'busy {r["busy_share"]:.0%} of the wall time; kernel time: {classes})', '',
+           _table(kernels, ['name', 'class', 'count', 'ms', 'share'])]
+  return md
 
 
 def _phase2_runs(gpu, quick):
@@ -425,9 +457,11 @@ def main(argv):
 
   res['phase2'] = []
   for hw, dt in _phase2_runs(gpu, quick):
+    trace = (os.path.join(_OUT.value, f'trace_{hw[1]}x{hw[0]}_{dt}') if _PROFILE.value
+             else None)
     r = bench_phase2(hw, dt, n_iter=10 if gpu else 2, driver='scan' if gpu else 'loop',
-                     variant='default' if gpu else 'cpu', parts=_PARTS.value)
-    logging.info('phase2 %s', r)
+                     variant='default' if gpu else 'cpu', parts=_PARTS.value, profile_dir=trace)
+    logging.info('phase2 %s', {k: v for k, v in r.items() if k != 'profile'})
     res['phase2'].append(r)
     _report(res, _OUT.value)
 
