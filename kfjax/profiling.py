@@ -38,7 +38,8 @@ def _union_length(intervals):
 
 
 def summarize_trace(path: str, n_calls: int = 1, top: int = 20) -> dict:
-  """Summarises a ``perfetto_trace.json.gz`` (or plain JSON) trace of ``n_calls`` calls.
+  """Summarises a Chrome-format trace (``*.trace.json.gz``, ``perfetto_trace.json.gz`` or
+  plain JSON) of ``n_calls`` calls.
 
   Counts the complete ('X') events of the device's kernel streams: the threads named
   ``Stream…`` of ``/device:…`` processes; without any (a CPU trace), the events of every
@@ -90,12 +91,15 @@ def trace_kernels(fn, n_calls: int = 3, log_dir: str | None = None, top: int = 2
   log_dir = log_dir or tempfile.mkdtemp(prefix='kfjax_trace_')
   jax.block_until_ready(fn())
   t0 = time.perf_counter()
-  with jax.profiler.trace(log_dir, create_perfetto_trace=True):
+  options = jax.profiler.ProfileOptions()
+  options.python_tracer_level = 0          # no Python frames: a smaller trace, read faster
+  options.host_tracer_level = 1            # the host's XLA events only (CPU kernels)
+  with jax.profiler.trace(log_dir, profiler_options=options):
     for _ in range(n_calls):
       jax.block_until_ready(fn())
   seconds = time.perf_counter() - t0
-  paths = sorted(glob.glob(os.path.join(log_dir, '**', 'perfetto_trace.json.gz'),
-                           recursive=True), key=os.path.getmtime)
+  paths = sorted(glob.glob(os.path.join(log_dir, '**', '*.trace.json.gz'), recursive=True),
+                 key=os.path.getmtime)
   if not paths:
-    raise RuntimeError(f'{log_dir}: the profiler wrote no perfetto_trace.json.gz')
+    raise RuntimeError(f'{log_dir}: the profiler wrote no *.trace.json.gz')
   return {**summarize_trace(paths[-1], n_calls, top), 'trace_dir': log_dir, 'seconds': seconds}

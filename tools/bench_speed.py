@@ -149,7 +149,7 @@ def bench_phase2(hw, dtype, n_iter, driver, variant='default', parts=False, prof
     row.update(bench_phase2_parts(models, pd_params, state[0]))
   if profile_dir:
     try:
-      prof = profiling.trace_kernels(call, n_calls=2, log_dir=profile_dir)
+      prof = profiling.trace_kernels(call, n_calls=1, log_dir=profile_dir)
     except Exception as e:  # pylint: disable=broad-except
       # A profiler that cannot run here (e.g. no CUPTI) must not cost the row's timings.
       logging.warning('profile of %s %s failed: %s', row['hr'], dtype, e)

@@ -26,7 +26,7 @@ pack() {
   # kernels, speed tables and profiler traces; no images but the kernel grid).
   (cd /tmp && find ev_* \( -name 'results.*' -o -name kernels.png -o -name metrics.json \
     -o -name kernel.npy -o -name error.json -o -name '*.log' -o -name 'speed.*' \
-    -o -name perfetto_trace.json.gz \) -print0 | tar -czf $OUT/evals.tar.gz --null -T -)
+    -o -name '*.trace.json.gz' \) -print0 | tar -czf $OUT/evals.tar.gz --null -T -)
 }
 job() {  # name bench limit args env
   local name=$1 bench=$2 limit=$3 args=$4 env=$5 tool=tools/evaluate.py opt=--bench="$2"
