@@ -103,6 +103,17 @@ class UNetTest(parameterized.TestCase):
     self.assertEqual(out.shape, x.shape)
     self.assertGreater(float(jnp.abs(out - x).max()), 1e-3)
 
+  def test_upsample2_equals_nearest_resize_with_the_same_gradient(self):
+    x = _normal(3, (2, 5, 7, 4))
+    nearest = lambda z: jax.image.resize(z, (2, 10, 14, 4), method='nearest')
+    np.testing.assert_array_equal(models.upsample2(x), nearest(x))
+    w = _normal(4, (2, 10, 14, 4))
+    grad = lambda f: jax.grad(lambda z: jnp.sum(w * f(z)))(x)
+    np.testing.assert_allclose(grad(models.upsample2), grad(nearest), rtol=1e-6, atol=1e-6)
+    # Each input pixel's gradient is the sum over its 2×2 copies.
+    np.testing.assert_allclose(grad(models.upsample2),
+                               w.reshape(2, 5, 2, 7, 2, 4).sum((2, 4)), rtol=1e-6, atol=1e-6)
+
   def test_non_residual(self):
     unet = models.UNet(features=(8, 8, 8), skip=2, residual=False, out_channels=2)
     # The same layers as the residual U-Net, except the 2-channel output conv.
