@@ -1,10 +1,11 @@
 """Where a compiled step's device time goes: a kernel-level summary of a JAX profiler trace.
 
 :func:`trace_kernels` runs a function under ``jax.profiler.trace`` and :func:`summarize_trace`
-reads the Perfetto trace it writes: per kernel name, its count and time per call; per class
-(matrix-unit work: convolutions and GEMMs, or the rest: elementwise, norms, reductions, layout
-copies); and how busy the device was over the traced calls' wall time (a busy share well
-under 1 means the step waits on launches or the host, not on the kernels).
+reads the trace it writes: per kernel name, its count and time per call; per class
+(:func:`kernel_class`: convolutions and GEMMs, the libraries' layout helpers, and the rest:
+XLA's elementwise, reduction and scatter fusions); and how busy the device was over the
+traced calls' wall time (a busy share well under 1 means the step waits on launches or the
+host, not on the kernels).
 """
 
 import collections
@@ -16,13 +17,22 @@ import re
 import tempfile
 import time
 
-# Kernel names of convolution / GEMM work (cuDNN, cuBLAS, CUTLASS and XLA's Triton GEMMs).
-_MATRIX = re.compile(r'xmma|gemm|cutlass|conv|wgrad|dgrad|fprop|implicit|cudnn|triton_dot'
-                     r'|sm\d\d_|winograd|fft', re.I)
+# Kernel names, in the order they are tested: XLA's own fusions (elementwise, reductions,
+# scatters), then cuDNN's / cuBLAS's layout and bookkeeping kernels (channel padding, NCHW↔NHWC,
+# split-K reductions, copies), then convolution and GEMM kernels (cuDNN, cuBLAS, CUTLASS).
+_XLA_FUSION = re.compile(r'^(loop|input|wrapped)_')
+_LAYOUT = re.compile(r'Padding|ToNhwc|ToNchw|tensorTransform|transpose|workspace|splitKreduce'
+                     r'|ReduceSplitK|Memset|Memcpy|memcpy', re.I)
+_MATRIX = re.compile(r'xmma|gemm|cutlass|conv(?!ert)|wgrad|dgrad|fprop|nvjet|winograd|fft', re.I)
 
 
 def kernel_class(name: str) -> str:
-  """'matrix' for convolution / GEMM kernels, else 'other'."""
+  """'matrix' (convolution / GEMM), 'layout' (the libraries' padding, layout and split-K
+  helpers, copies and memsets) or 'other' (XLA's fusions and the rest)."""
+  if _XLA_FUSION.search(name):
+    return 'other'
+  if _LAYOUT.search(name):
+    return 'layout'
   return 'matrix' if _MATRIX.search(name) else 'other'
 
 

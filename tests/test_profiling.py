@@ -46,6 +46,19 @@ class SummarizeTest(absltest.TestCase):
     top = s['kernels'][0]
     self.assertEqual((top['class'], top['count'], top['ms']), ('matrix', 1.0, 0.6))
 
+  def test_kernel_classes(self):
+    for name, cls in [
+        ('sm90_xmma_fprop_implicit_gemm_bf16bf16_bf16f32_f32_nhwckrsc_nhwc', 'matrix'),
+        ('void cudnn::cnn::conv2d_grouped_direct_kernel<false, true>', 'matrix'),
+        ('nvjet_sm90_tst_64x32_64x16_1x2_h_bz_splitK_NTT', 'matrix'),
+        ('void nhwcAddPaddingKernel<__nv_bfloat16, (cudnnKernelDataType_t)0>', 'layout'),
+        ('void cublasLt::splitKreduce_kernel<32, 16, int, float>', 'layout'),
+        ('Memset 3', 'layout'),
+        ('input_convert_reduce_fusion', 'other'),      # 'convert' is not a convolution
+        ('loop_add_fusion_10', 'other'),
+        ('input_scatter_fusion_9', 'other')]:
+      self.assertEqual(profiling.kernel_class(name), cls, name)
+
   def test_overlapping_kernels_count_once_in_busy_share(self):
     k = lambda ts, dur: {'ph': 'X', 'pid': 2, 'tid': 7, 'name': 'gemm', 'ts': ts, 'dur': dur}
     s = profiling.summarize_trace(_write_trace([k(0, 100), k(50, 100), k(300, 100)]))
