@@ -12,9 +12,9 @@ Measured runtimes (2026-11-26/27; details in docs/speed.md):
            crop case; ~3 min per DIV2K-size image (kernel from the centre 64×64 LR window)
   cpu      NVIDIA H100, one 64×64 LR blind144 crop case:       1.8–2.5 s; 57 s for the first
            (compilation)
-  default  NVIDIA H100, a DIV2K-size image (LR 510×339) end to end: 32–33 s once compiled,
-           166 s for the first image (compilation), before the TV mix was added; one Phase-2
-           inner step at HR 2048×1344: 79.5 ms in bf16
+  default  NVIDIA H100, a DIV2K-size image (LR 510×339) end to end: 41 s once the machine
+           has compiled the programs (also in a new process), 162 s for the first image
+           (compilation); one Phase-2 inner step at HR 2048×1344: 80–82 ms in bf16
 """
 
 import ml_collections
@@ -99,6 +99,10 @@ def get_config(arg=None):
   c.phase2.chunk = 3             # timesteps per compiled call / checkpoint (the first timestep
                                  #   and a shorter remainder run one per call)
   c.phase2.trace_every = 1       # keep a kernel snapshot every this many timesteps
+  c.phase2.precompile = False    # True: compile Phase 2's programs in a thread while Phase 1
+                                 #   trains (scan driver only), to shorten a cold start. Off until
+                                 #   measured on a GPU, where XLA's autotuning would then time
+                                 #   kernels beside Phase 1's (docs/speed.md, "To measure")
 
   c.io = ml_collections.ConfigDict()
   c.io.max_hr_pixels = 2048 * 2048   # refuse larger HR outputs (memory guard); see center_crop

@@ -8,6 +8,7 @@ and :mod:`kfjax.phase2`, so a research variant can reuse them directly.
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import functools
 import hashlib
@@ -327,6 +328,64 @@ def final_projection(hr01, lr01, kernel, config) -> np.ndarray:
   return np.clip(np.asarray(hr01, np.float32), 0.0, 1.0)
 
 
+def _phase2_data(lr, pd_params, kernel, valid_hw) -> phase2.Data:
+  """Phase 2's read-only inputs; ``kernel`` already as :func:`known_kernel` returns it."""
+  mask = None
+  if valid_hw is not None:
+    mask = jnp.zeros(lr.shape[:2] + (1,), jnp.float32).at[:valid_hw[0], :valid_hw[1]].set(1.0)
+  return phase2.Data(lr=lr, pd_params=pd_params, kernel=kernel, lr_mask=mask)
+
+
+def _chunk_lengths(total: int, chunk: int) -> list[int]:
+  """The distinct timestep counts of the Phase-2 calls (:func:`chunk_length`), in call order."""
+  lengths, done = [], 0
+  while done < total:
+    n = chunk_length(done, total, chunk)
+    if n not in lengths:
+      lengths.append(n)
+    done += n
+  return lengths
+
+
+def precompile_phase2(lr, config, *, known: bool = False,
+                      valid_hw: tuple[int, int] | None = None) -> float:
+  """Compiles the Phase-2 programs for this LR shape and config ahead of time; returns the
+  seconds it took (0 when there is nothing to do).
+
+  Only the ``scan`` driver has whole-chunk programs to compile; with ``loop`` (the CPU
+  default) this returns at once. Everything is abstract (shapes and dtypes, from
+  :func:`jax.eval_shape`): no device memory is used and no Phase-1 result is needed, so
+  :func:`super_resolve` runs this in a thread while Phase 1 trains. The later calls of
+  :func:`run_phase2` then find their programs compiled in this process (tested: they
+  compile nothing). ``known``: the run is given a kernel (non-blind).
+  """
+  c = config.phase2
+  models, optimizer, run, schedule, driver = _phase2_fns(
+      _sections_json(config, PHASE2_SECTIONS))
+  if driver != 'scan':
+    return 0.0
+  t0 = time.time()
+  shape = lambda tree: jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), tree)
+  lr_s = jax.ShapeDtypeStruct(lr.shape, jnp.float32)
+  pd_params = None
+  if c.mode in ('full', 'pd_unet'):
+    pd_params = jax.eval_shape(lambda: models.pd.init(
+        jax.random.PRNGKey(0), jnp.zeros((1, 8, 8, lr.shape[-1])), jnp.zeros((1,), jnp.int32)))
+  size = config.kernel.size
+  kernel = jax.ShapeDtypeStruct((size, size), jnp.float32) if known else None
+  data = jax.eval_shape(lambda l: _phase2_data(l, pd_params, kernel, valid_hw), lr_s)
+  data = data._replace(pd_params=pd_params, kernel=kernel)
+  state = jax.eval_shape(lambda k, l: phase2.init_state(
+      models.unet, models.inr, optimizer, k, l, scale=config.scale, mode=c.mode),
+      jax.random.PRNGKey(0), lr_s)
+  key = shape(jax.random.PRNGKey(0))
+  plan = phase2.timestep_plan(t_start=min(c.t_start, schedule.num_steps), stride=c.stride)
+  for n in _chunk_lengths(len(plan.t), c.chunk):
+    ts = phase2.Timestep(*(jnp.asarray(a[:n]) for a in plan))
+    run.lower(state, key, shape(ts), c.n_iter, data).compile()
+  return time.time() - t0
+
+
 def run_phase2(lr, pd_params, config, key, *, kernel=None,
                valid_hw: tuple[int, int] | None = None,
                ckpt: StateCheckpointer | None = None,
@@ -343,10 +402,7 @@ def run_phase2(lr, pd_params, config, key, *, kernel=None,
       _sections_json(config, PHASE2_SECTIONS))
   if kernel is not None:
     kernel = known_kernel(kernel, config.kernel.size)
-  mask = None
-  if valid_hw is not None:
-    mask = jnp.zeros(lr.shape[:2] + (1,), jnp.float32).at[:valid_hw[0], :valid_hw[1]].set(1.0)
-  data = phase2.Data(lr=lr, pd_params=pd_params, kernel=kernel, lr_mask=mask)
+  data = _phase2_data(lr, pd_params, kernel, valid_hw)
   plan = phase2.timestep_plan(t_start=min(c.t_start, schedule.num_steps), stride=c.stride)
   total = len(plan.t)
   state = phase2.init_state(models.unet, models.inr, optimizer, jax.random.fold_in(key, 0),
@@ -452,6 +508,10 @@ def super_resolve(lr01, config: ml_collections.ConfigDict, *, kernel=None,
       fp2['known_kernel_sha256'] = hashlib.sha256(
           np.ascontiguousarray(kernel, np.float32).tobytes()).hexdigest()
     ck2 = StateCheckpointer(os.path.join(ckpt_dir, 'phase2'), fingerprint=fp2)
+  # Phase 2's programs compile in a thread while Phase 1 trains (scan driver only).
+  pool = concurrent.futures.ThreadPoolExecutor(1) if config.phase2.precompile else None
+  compiling = pool and pool.submit(precompile_phase2, lr, config, known=kernel is not None,
+                                   valid_hw=valid_hw)
   try:
     info: dict = {'backend': jax.default_backend(), 'device': str(jax.devices()[0])}
     if needs_pd:
@@ -468,16 +528,38 @@ def super_resolve(lr01, config: ml_collections.ConfigDict, *, kernel=None,
         _PHASE1_MEMO[memo_key] = (pd_params, info['phase1'])
     else:
       pd_params, info['phase1'] = None, {'steps': 0, 'seconds': 0.0, 'skipped': True}
+    if compiling and (done := _wait_precompile(compiling, log)):
+      info['phase2_precompile'] = done
     hr, kernel, info['phase2'] = run_phase2(lr, pd_params, config, jax.random.fold_in(key, 2),
                                             kernel=kernel, valid_hw=valid_hw, ckpt=ck2, log=log)
     if window is not None:
       info['kernel_window'] = list(window)
       hr = final_projection(None, full01, kernel, config)
   finally:
+    if pool:
+      pool.shutdown(wait=True)
     for ck in (ck1, ck2):
       if ck is not None:
         ck.close()
   return hr, kernel, info
+
+
+def _wait_precompile(future, log: Callable) -> dict:
+  """Waits for :func:`precompile_phase2`; {'seconds': its time, 'waited_s': how long Phase 2
+  waited for it}, or {} when it had nothing to compile. A failure is logged, not raised:
+  Phase 2 then compiles as usual."""
+  t0 = time.time()
+  try:
+    seconds = future.result()
+  except Exception as e:  # pylint: disable=broad-except
+    log(f'Phase 2: compiling ahead failed ({type(e).__name__}: {e}); compiling on first use')
+    return {'error': str(e)}
+  waited = time.time() - t0
+  if not seconds:
+    return {}                                         # the loop driver: nothing compiled
+  log(f'Phase 2: programs compiled beside Phase 1 in {seconds:.1f} s '
+      f'(Phase 2 waited {waited:.1f} s for them)')
+  return {'seconds': seconds, 'waited_s': waited}
 
 
 def _stack(tree, n: int):

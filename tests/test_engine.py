@@ -359,6 +359,41 @@ class PipelineTest(absltest.TestCase):
     _assert_trees_close(self, a, b, atol=0)
 
 
+  def test_phase2_precompiled_beside_phase1_is_not_compiled_again(self):
+    """phase2.precompile (scan driver): the programs compiled ahead, from shapes alone, are
+    the ones Phase 2 then calls; the output equals a run without it (the default)."""
+    config = x4.get_config('tiny')
+    config.update_from_flattened_dict({'pd.steps': 10, 'pd.chunk': 5, 'pd.crop': 16,
+                                       'phase2.driver': 'scan', 'phase2.n_iter': 2,
+                                       'phase2.precompile': True})
+    hr_gt = _astronaut(96)
+    lr = np.asarray(degradation.downscale(hr_gt[:72, :76], kernels.anisotropic_gaussian(
+        9, sigmas=(2.0, 1.0)), 4))                        # 18×19: a size no other test uses
+    compiled = []
+    def listener(event, duration, **kw):
+      del duration
+      if event == '/jax/core/compile/backend_compile_duration':
+        compiled.append(kw.get('fun_name'))
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+      lr_pm = jnp.asarray(lr * 2 - 1)
+      self.assertGreater(pipeline.precompile_phase2(lr_pm, config), 0)
+      self.assertEqual(compiled.count('jit(run)'), 2)     # chunk lengths 1 and 2
+      del compiled[:]
+      hr, kernel, info = pipeline.super_resolve(lr, config, log=lambda m: None)
+      self.assertNotIn('jit(run)', compiled)              # nothing compiled again
+      self.assertGreaterEqual(info['phase2_precompile']['seconds'], 0)
+    finally:
+      jax.monitoring.unregister_event_duration_listener(listener)
+    config.phase2.precompile = False
+    hr2, kernel2, info2 = pipeline.super_resolve(lr, config, log=lambda m: None)
+    self.assertNotIn('phase2_precompile', info2)
+    np.testing.assert_array_equal(hr, hr2)
+    np.testing.assert_array_equal(kernel, kernel2)
+    # The loop driver (the CPU default) has no whole-chunk program: nothing to do.
+    config.phase2.driver = 'loop'
+    self.assertEqual(pipeline.precompile_phase2(lr_pm, config), 0.0)
+
   def test_kernel_crop_estimates_on_the_window_and_projects_the_whole_image(self):
     """io.kernel_crop: both phases see the centre window only (the same kernel as a run on
     that window), and the whole image is back-projected with the kernel."""
