@@ -2,6 +2,9 @@ r"""Speed benchmark: Phase-1 and Phase-2 step rates, memory, and end-to-end time
 
   python tools/bench_speed.py --out=bench/speed                 # sizes picked per backend
   python tools/bench_speed.py --out=bench/speed --quick         # a 1-minute smoke run
+  # where one Phase-2 step's time goes, kernel by kernel (GPU; kfjax.profiling)
+  python tools/bench_speed.py --out=bench/prof --phase1=false --end_to_end=false \
+      --phase2_sizes=2048x1344:bfloat16 --profile
   # Phase 1 only: steps and seconds to the PD loss plateau per batch size (cpu variant)
   python tools/bench_speed.py --out=bench/plateau_cpu --phase1=false --phase2_sizes=none \
       --end_to_end=false --plateau_batches=1,2,4,8,16 --plateau_variant=cpu
