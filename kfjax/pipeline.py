@@ -328,14 +328,6 @@ def final_projection(hr01, lr01, kernel, config) -> np.ndarray:
   return np.clip(np.asarray(hr01, np.float32), 0.0, 1.0)
 
 
-def _phase2_data(lr, pd_params, kernel, valid_hw) -> phase2.Data:
-  """Phase 2's read-only inputs; ``kernel`` already as :func:`known_kernel` returns it."""
-  mask = None
-  if valid_hw is not None:
-    mask = jnp.zeros(lr.shape[:2] + (1,), jnp.float32).at[:valid_hw[0], :valid_hw[1]].set(1.0)
-  return phase2.Data(lr=lr, pd_params=pd_params, kernel=kernel, lr_mask=mask)
-
-
 def _chunk_lengths(total: int, chunk: int) -> list[int]:
   """The distinct timestep counts of the Phase-2 calls (:func:`chunk_length`), in call order."""
   lengths, done = [], 0
@@ -372,9 +364,11 @@ def precompile_phase2(lr, config, *, known: bool = False,
     pd_params = jax.eval_shape(lambda: models.pd.init(
         jax.random.PRNGKey(0), jnp.zeros((1, 8, 8, lr.shape[-1])), jnp.zeros((1,), jnp.int32)))
   size = config.kernel.size
-  kernel = jax.ShapeDtypeStruct((size, size), jnp.float32) if known else None
-  data = jax.eval_shape(lambda l: _phase2_data(l, pd_params, kernel, valid_hw), lr_s)
-  data = data._replace(pd_params=pd_params, kernel=kernel)
+  data = phase2.Data(                  # as run_phase2 builds it
+      lr=lr_s, pd_params=pd_params,
+      kernel=jax.ShapeDtypeStruct((size, size), jnp.float32) if known else None,
+      lr_mask=None if valid_hw is None else jax.ShapeDtypeStruct(lr.shape[:2] + (1,),
+                                                                 jnp.float32))
   state = jax.eval_shape(lambda k, l: phase2.init_state(
       models.unet, models.inr, optimizer, k, l, scale=config.scale, mode=c.mode),
       jax.random.PRNGKey(0), lr_s)
@@ -402,7 +396,10 @@ def run_phase2(lr, pd_params, config, key, *, kernel=None,
       _sections_json(config, PHASE2_SECTIONS))
   if kernel is not None:
     kernel = known_kernel(kernel, config.kernel.size)
-  data = _phase2_data(lr, pd_params, kernel, valid_hw)
+  mask = None
+  if valid_hw is not None:
+    mask = jnp.zeros(lr.shape[:2] + (1,), jnp.float32).at[:valid_hw[0], :valid_hw[1]].set(1.0)
+  data = phase2.Data(lr=lr, pd_params=pd_params, kernel=kernel, lr_mask=mask)
   plan = phase2.timestep_plan(t_start=min(c.t_start, schedule.num_steps), stride=c.stride)
   total = len(plan.t)
   state = phase2.init_state(models.unet, models.inr, optimizer, jax.random.fold_in(key, 0),
