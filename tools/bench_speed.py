@@ -46,8 +46,8 @@ _SIZES = flags.DEFINE_list('phase2_sizes', [], 'Phase-2 HR sizes as WxH or WxH:d
 _PARTS = flags.DEFINE_bool('phase2_parts', False, 'Also time the Phase-2 step\'s PD part '
                             '(forward + input gradient) and U-Net part alone at each size.')
 _PROFILE = flags.DEFINE_bool('profile', False, 'Also trace each Phase-2 size\'s timed call with '
-                             'the JAX profiler: kernel time by name and class (matrix units or '
-                             'not) and the device\'s busy share (kfjax.profiling).')
+                             'the JAX profiler: kernel time by name and class (matrix, layout or '
+                             'other) and the device\'s busy share (kfjax.profiling).')
 _DTYPES = flags.DEFINE_list('phase2_dtypes', [], 'Phase-2 dtypes of sizes given without one '
                             '(default: float32 on CPU; bfloat16,float32 on a GPU).')
 _PLATEAU = flags.DEFINE_list('plateau_batches', [], 'If given: train the PD of --plateau_variant '
