@@ -23,10 +23,13 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > $OUT/gpu.
 python3 -c "import jax; print(jax.__version__, jax.devices())" >> $OUT/gpu.txt
 pack() {
   # At most 8 files come back: one tarball of every job so far (reports, per-case metrics,
-  # kernels, speed tables and profiler traces; no images but the kernel grid).
+  # kernels, speed tables and profiler traces; no images but the kernel grid). Written to a
+  # temporary name and renamed, since a background job may pack at the same time.
+  local tmp=$OUT/evals.tar.gz.$BASHPID
   (cd /tmp && find ev_* \( -name 'results.*' -o -name kernels.png -o -name metrics.json \
     -o -name kernel.npy -o -name error.json -o -name '*.log' -o -name 'speed.*' \
-    -o -name '*.trace.json.gz' \) -print0 | tar -czf $OUT/evals.tar.gz --null -T -)
+    -o -name '*.trace.json.gz' \) -print0 | tar -czf "$tmp" --null -T -) \
+    && mv -f "$tmp" $OUT/evals.tar.gz
 }
 job() {  # name bench limit args env
   local name=$1 bench=$2 limit=$3 args=$4 env=$5 tool=tools/evaluate.py opt=--bench="$2"
