@@ -22,7 +22,7 @@ import time
 # split-K reductions, copies), then convolution and GEMM kernels (cuDNN, cuBLAS, CUTLASS).
 _XLA_FUSION = re.compile(r'^(loop|input|wrapped)_')
 _LAYOUT = re.compile(r'Padding|ToNhwc|ToNchw|tensorTransform|transpose|workspace|splitKreduce'
-                     r'|ReduceSplitK|Memset|Memcpy|memcpy', re.I)
+                     r'|ReduceSplitK|memset|memcpy', re.I)
 _MATRIX = re.compile(r'xmma|gemm|cutlass|conv(?!ert)|wgrad|dgrad|fprop|nvjet|winograd|fft', re.I)
 
 
@@ -99,7 +99,6 @@ def trace_kernels(fn, n_calls: int = 3, log_dir: str | None = None, top: int = 2
   :func:`summarize_trace` of the trace, with ``trace_dir`` (kept) and ``seconds`` (wall)."""
   import jax  # pylint: disable=import-outside-toplevel
   log_dir = log_dir or tempfile.mkdtemp(prefix='kfjax_trace_')
-  jax.block_until_ready(fn())
   t0 = time.perf_counter()
   options = jax.profiler.ProfileOptions()
   options.python_tracer_level = 0          # no Python frames: a smaller trace, read faster

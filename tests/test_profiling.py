@@ -74,6 +74,7 @@ class TraceTest(absltest.TestCase):
   def test_cpu_trace_of_a_compiled_call(self):
     f = jax.jit(lambda x: jnp.tanh(x @ x).sum())
     x = jnp.ones((256, 256))
+    f(x).block_until_ready()                             # compiled beforehand, as documented
     s = profiling.trace_kernels(lambda: f(x), n_calls=2)
     self.assertGreater(s['kernel_ms'], 0)
     self.assertNotEmpty(s['kernels'])
