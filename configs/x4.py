@@ -67,7 +67,8 @@ def get_config(arg=None):
   c.kernel.prior_floor = -3.0    # the prior's logit far from the centre (see KernelINR) [default]
 
   c.phase2 = ml_collections.ConfigDict()   # Phase 2: reverse diffusion at HR size
-  c.phase2.mode = 'full'         # 'full' | 'pd_unet' | 'unet_only' | 'dip' (paper Table 3)
+  c.phase2.mode = 'full'         # 'full' | 'pd_unet' | 'unet_only' | 'dip' (paper Table 3), or
+                                 #   'unet_pd' (ours: x̂0 is the PD's estimate, no 2nd U-Net)
   c.phase2.renoise = 'fixed'     # 'fixed': x_t = √ᾱ·U(x0_prev) + √(1−ᾱ)·ε; 'posterior': DDPM
                                  #   posterior q(x_t | x_{t_prev}, x̂0) [default: fixed]
   c.phase2.t_start = 100         # T_nd: start the reverse diffusion at t = T_nd − 1 [default;

@@ -33,7 +33,8 @@ import optax
 from kfjax import batching, degradation, diffusion, models
 from kfjax.models import KernelINR, PatchDiffusion, UNet, render_kernel
 
-MODES = ('full', 'pd_unet', 'unet_only', 'dip')
+MODES = ('full', 'pd_unet', 'unet_only', 'dip', 'unet_pd')
+PD_MODES = ('full', 'pd_unet', 'unet_pd')   # the modes that use the Phase-1 PD
 RENOISE_RULES = ('fixed', 'posterior')
 
 
@@ -109,6 +110,10 @@ def make_inner_step(unet: UNet, inr: KernelINR, pd: PatchDiffusion | None, optim
     * ``pd_unet``: x_t from x0_prev (no first U-Net), then the same x̂0.
     * ``unet_only``: x_t from U(x0_prev), then x̂0 = U(x_t); no PD.
     * ``dip``: x̂0 = U(z) for a fixed noise z; no PD, no diffusion.
+    * ``unet_pd`` (ours, not in the paper): x_t from U(x0_prev), then x̂0 =
+      x0_from_v(x_t, PD(x_t, t)), with no second U-Net: the HR that meets the
+      LR loss is the PD's own denoised estimate, so the U-Net cannot undo
+      the patch prior.
 
   Re-noising rules: ``fixed`` uses x_t = √ᾱ_t·x0 + √(1−ᾱ_t)·ε_t; ``posterior``
   samples the DDPM posterior q(x_t | x_{t_prev}, x0) from the previous noisy
@@ -118,7 +123,7 @@ def make_inner_step(unet: UNet, inr: KernelINR, pd: PatchDiffusion | None, optim
     raise ValueError(f'unknown Phase-2 mode {mode!r}; choose one of {MODES}')
   if renoise not in RENOISE_RULES:
     raise ValueError(f'unknown re-noising rule {renoise!r}; choose one of {RENOISE_RULES}')
-  if mode in ('full', 'pd_unet') and pd is None:
+  if mode in PD_MODES and pd is None:
     raise ValueError(f'mode {mode!r} needs the PD model')
 
   def noisy(x0, state, ts, eps):
@@ -140,7 +145,7 @@ def make_inner_step(unet: UNet, inr: KernelINR, pd: PatchDiffusion | None, optim
       return u(x_t), x_t
     v = pd.apply(jax.lax.stop_gradient(pd_params), x_t, jnp.full((x_t.shape[0],), ts.t))
     x0 = diffusion.x0_from_v(x_t=x_t, v=v, alpha_bar=schedule.alpha_bars[ts.t])
-    return u(x0), x_t
+    return (x0 if mode == 'unet_pd' else u(x0)), x_t
 
   def loss_fn(params, state, ts, eps, data):
     x0_hat, x_t = estimate(params['unet'], state, ts, eps, data.pd_params)

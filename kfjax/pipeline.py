@@ -360,7 +360,7 @@ def precompile_phase2(lr, config, *, known: bool = False,
   shape = lambda tree: jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), tree)
   lr_s = jax.ShapeDtypeStruct(lr.shape, jnp.float32)
   pd_params = None
-  if c.mode in ('full', 'pd_unet'):
+  if c.mode in phase2.PD_MODES:
     pd_params = jax.eval_shape(lambda: models.pd.init(
         jax.random.PRNGKey(0), jnp.zeros((1, 8, 8, lr.shape[-1])), jnp.zeros((1,), jnp.int32)))
   size = config.kernel.size
@@ -493,7 +493,7 @@ def super_resolve(lr01, config: ml_collections.ConfigDict, *, kernel=None,
   padded01, valid_hw = pad_to_bucket(lr01, config.io.size_bucket)
   lr = jnp.asarray(padded01 * 2.0 - 1.0)
   key = jax.random.PRNGKey(config.seed)
-  needs_pd = config.phase2.mode in ('full', 'pd_unet')
+  needs_pd = config.phase2.mode in phase2.PD_MODES
   ck1 = ck2 = None
   if ckpt_dir is not None:
     ck1 = StateCheckpointer(os.path.join(ckpt_dir, 'phase1'),
@@ -595,7 +595,7 @@ def super_resolve_batch(lr01s, config: ml_collections.ConfigDict, *,
                 'devices': 1 if mesh is None else mesh.size}
   t0 = time.time()
   pd_params = None
-  if config.phase2.mode in ('full', 'pd_unet'):
+  if config.phase2.mode in phase2.PD_MODES:
     c = config.pd
     k1 = jax.random.fold_in(key, 1)
     crop = min(c.crop, lrs.shape[1], lrs.shape[2])

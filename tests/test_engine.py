@@ -201,6 +201,31 @@ class Phase2Test(absltest.TestCase):
     self.assertEqual(int(state.step), 7)
     self.assertEqual(run._cache_size(), 1)
 
+  def test_unet_pd_mode_returns_the_pd_estimate(self):
+    """'unet_pd': x̂0 is x0_from_v(x_t, PD(x_t, t)) itself, with no second U-Net."""
+    ts = phase2.Timestep(jnp.int32(20), jnp.int32(20), jnp.bool_(True))
+    eps = jax.random.normal(_key(4), self.state0.x0_prev.shape)
+    # The U-Net starts as the identity; perturb it so that a second application shows.
+    leaves, tree = jax.tree.flatten(self.state0.unet_params)
+    noisy = [a + 0.05 * jax.random.normal(_key(10 + i), a.shape) for i, a in enumerate(leaves)]
+    state = self.state0.replace(unet_params=jax.tree.unflatten(tree, noisy))
+    out = {}
+    for mode in ('unet_pd', 'full'):
+      inner = phase2.make_inner_step(self.unet, self.inr, self.pd, self.opt, self.schedule,
+                                     scale=2, kernel_size=9, mode=mode)
+      out[mode] = jax.jit(inner)(_copy(state), ts, eps, self.data)[1]
+    _, x0_hat, x_t = out['unet_pd']
+    v = self.pd.apply(self.pd_params, x_t, jnp.full((1,), 20))
+    np.testing.assert_allclose(
+        x0_hat, diffusion.x0_from_v(x_t=x_t, v=v, alpha_bar=self.schedule.alpha_bars[20]),
+        atol=1e-5)
+    # The same x_t (the first U-Net is shared), but 'full' applies the U-Net once more.
+    np.testing.assert_allclose(out['full'][2], x_t, atol=0)
+    self.assertGreater(float(jnp.abs(out['full'][1] - x0_hat).max()), 1e-3)
+    with self.assertRaisesRegex(ValueError, 'needs the PD'):
+      phase2.make_inner_step(self.unet, self.inr, None, self.opt, self.schedule, scale=2,
+                             kernel_size=9, mode='unet_pd')
+
   def test_loss_ignores_masked_lr_pixels(self):
     """With an lr_mask the loss (and so the step) ignores the padded LR pixels."""
     mask = jnp.ones((12, 12, 1)).at[9:].set(0.0).at[:, 10:].set(0.0)
