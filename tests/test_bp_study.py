@@ -96,6 +96,18 @@ class ShrinkStudyTest(absltest.TestCase):
     self.assertEqual(proc.stderr.strip().splitlines()[-1],
                      "bp_study: error: --weights: expected numbers in [0, 1], got ['0', '2']")
 
+  def test_perturb_with_a_gaussian_gt(self):
+    # The GT is a Gaussian, so its moment-matched Gaussian is (nearly) itself (the error
+    # measure is shift-invariant, so a shift is compared through its back-projection only).
+    row = self._row('perturb', '--regs=0.3', '--tv_weights=1e-3', '--tv_mixes=0.5')
+    self.assertAlmostEqual(row['gt_nerr'], 0.0, places=6)
+    self.assertLess(row['moment_gaussian_nerr'], 0.1)
+    self.assertGreater(row['blur_1.5_nerr'], 2 * row['moment_gaussian_nerr'])
+    self.assertAlmostEqual(row['gt_bp_reg_0.3'], row['bp_gt_reg_0.3'], places=4)
+    gt, gauss = row['gt_tv_0.001_mix_0.5_reg_0.3'], row['moment_gaussian_tv_0.001_mix_0.5_reg_0.3']
+    self.assertLess(abs(gt - gauss), 0.3)
+    self.assertLess(row['shift_2px_reg_0.3'], row['gt_reg_0.3'])
+
   def test_tv_with_the_gt_kernel(self):
     # --kernel_blend=0: kernelfusion's kernel (the GT) alone, so its TV SR is the GT's.
     row = self._row('tv', '--kernel_blend=0', '--tv_weights=1e-4,1e-1', '--tv_mixes=0,1',

@@ -20,7 +20,9 @@ r"""Back-projection studies behind docs/results.md (no training; seconds on a CP
       --variants='{"default": {}, "lam2e-2": {"lam": 0.02}}' --out=bench/sparse_mini.json
 
   # How accurate must a kernel be? The GT kernel shifted (1, 2 px down), blurred (Gaussian
-  # σ 0.7, 1.5 px) or scaled (×0.85, ×1.15 about its centre of mass), then back-projected.
+  # σ 0.7, 1.5 px), scaled (×0.85, ×1.15 about its centre of mass) or replaced by its
+  # moment-matched Gaussian, then back-projected; the GT and its Gaussian also through the
+  # final steps of --study=tv (--tv_weights, --tv_mixes).
   python tools/bp_study.py --bench=bench/mini --study=perturb --regs=0.001,0.03,0.3 \
       --out=bench/bp_perturb_mini.json
 
@@ -155,7 +157,9 @@ def perturbed_kernels(k) -> dict:
           'blur_0.7': _normalised(ndimage.gaussian_filter(k, 0.7)),
           'blur_1.5': _normalised(ndimage.gaussian_filter(k, 1.5)),
           'scale_0.85': kernels.scale_kernel(k, 0.85),
-          'scale_1.15': kernels.scale_kernel(k, 1.15)}
+          'scale_1.15': kernels.scale_kernel(k, 1.15),
+          # Position, size and orientation right, the path's shape gone.
+          'moment_gaussian': kernels.moment_gaussian(k)}
 
 
 def inr_variants(inr, l0, weight: float, thresholds) -> dict:
@@ -235,6 +239,8 @@ def case_settings(study, case, lr01, gt_kernel, scale, hr01, variants=None):
       out[f'{name}_nerr'] = metrics.kernel_metrics(k, gt_kernel)['kernel_nerr']
       for reg in regs:
         out[f'{name}_reg_{reg:g}'] = degradation.back_projection(lr01, k, scale, reg=reg)
+      if name in ('gt', 'moment_gaussian'):      # and the final steps of --study=tv
+        tv_settings(out, f'{name}_', k, lr01, scale, regs)
     return out
   if study == 'sparse':
     for name, overrides in variants.items():
