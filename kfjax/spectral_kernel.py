@@ -157,8 +157,11 @@ def fit_gaussian(lr01, scale: int, size: int, *, alpha: float = DEFAULTS['alpha'
 
   Returns:
     ``(kernel, info)``: the (size, size) float32 kernel summing to 1, centred
-    for ``scale``, and ``info`` with sigma1 ≥ sigma2, theta and the evidence
-    ``nle`` (:func:`neg_log_evidence`).
+    for ``scale``, and ``info`` with sigma1 ≥ sigma2, theta, the evidence
+    ``nle`` (:func:`neg_log_evidence`), ``nle_no_blur`` (the same for the delta
+    kernel) and ``evidence_gain`` = nle − nle_no_blur: how much better the
+    Gaussian explains the LR spectrum than no blur at all (more negative =
+    more clearly Gaussian-blurred; docs/results.md, fourteenth session).
   """
   power = lr_power(lr01, window)
   prior = prior_power((scale * power.shape[0], scale * power.shape[1]), alpha)
@@ -177,7 +180,11 @@ def fit_gaussian(lr01, scale: int, size: int, *, alpha: float = DEFAULTS['alpha'
   s1, s2, th = float(np.exp(res.x[0])), float(np.exp(res.x[1])), float(res.x[2])
   if s2 > s1:
     s1, s2, th = s2, s1, th + np.pi / 2
-  info = dict(sigma1=s1, sigma2=s2, theta=float(np.mod(th, np.pi)), nle=float(res.fun))
+  delta = np.zeros((size, size))
+  delta[size // 2, size // 2] = 1.0
+  no_blur = neg_log_evidence(power, aliased_gain(delta, scale, power.shape, prior))
+  info = dict(sigma1=s1, sigma2=s2, theta=float(np.mod(th, np.pi)), nle=float(res.fun),
+              nle_no_blur=float(no_blur), evidence_gain=float(res.fun - no_blur))
   return gaussian_kernel(s1, s2, th, size, scale).astype(np.float32), info
 
 

@@ -141,6 +141,26 @@ class ShrinkStudyTest(absltest.TestCase):
     self.assertGreater(row['spectral_sigma1'], 1.3 * row['spectral_sigma2'])
     self.assertLess(abs(row['spectral_theta'] - np.radians(150)), 0.5)
     self.assertLess(row['w1_nerr'], 0.8)
+    # A blurred LR: a Gaussian explains its spectrum better than no blur.
+    self.assertLess(row['spectral_evidence_gain'], 0.0)
+    self.assertAlmostEqual(row['spectral_evidence_gain'],
+                           row['spectral_nle'] - row['spectral_nle_no_blur'], places=6)
+
+  def test_gaussian_switch(self):
+    # τ far below / above the evidence gain: never / always the --switch_to setting.
+    row = self._row('spectral', '--kernel_blend=0', '--weights=0,1', '--tv_weights=1e-4',
+                    '--tv_mixes=1', '--regs=0.3', '--gauss_taus=-100,100',
+                    '--switch_from=w0_bp_reg_0.3', '--switch_to=w1_tv_0.0001')
+    self.assertEqual(row['switch_-100_chosen'], 0.0)
+    self.assertEqual(row['switch_100_chosen'], 1.0)
+    self.assertEqual(row['switch_-100'], row['w0_bp_reg_0.3'])
+    self.assertEqual(row['switch_100'], row['w1_tv_0.0001'])
+    proc = self._run('spectral', '--kernel_blend=0', '--weights=0,1', '--gauss_taus=-2',
+                     '--switch_from=nothing', f'--out={os.path.join(self.root, "bad.json")}')
+    self.assertNotEqual(proc.returncode, 0)
+    self.assertEqual(proc.stderr.strip().splitlines()[-1],
+                     "bp_study: error: --gauss_taus: no setting 'nothing' (one --variants entry; "
+                     'see --switch_from, --switch_to)')
 
   def test_inr_with_the_gt_kernel(self):
     # --kernel_blend=0: the saved kernel (the GT) is the INR's.

@@ -43,6 +43,11 @@ r"""Back-projection studies behind docs/results.md (no training; seconds on a CP
   # weight in --weights (0: the saved kernel alone, 1: the spectral fit alone), then the
   # back-projection, the TV SR and their mixes as in --study=tv; and the TV SR with the GT.
   # --variants as for sparse, e.g. '{"a1.6": {"alpha": 1.6}, "a2": {}}'.
+  # With --gauss_taus, a blind test of Gaussian blur: per τ, the setting --switch_to where
+  # the fit's evidence_gain (its evidence against no blur) is below τ, else --switch_from
+  # (defaults: the spectral kernel's TV SR at λ 1e-4 alone, else the committed final step
+  # with the saved kernel; needs --weights with 0 and 1, --tv_weights with 1e-4 and 1e-3,
+  # --tv_mixes with 0.5 and --regs with 0.3).
   python tools/bp_study.py --bench=bench/mini --study=spectral --eval_dir=bench/mini_eval \
       --weights=0,0.5,1 --regs=0.3 --tv_weights=1e-4,1e-3 --out=bench/bp_spectral_mini.json
 
@@ -126,6 +131,13 @@ _TV_MIXES = flags.DEFINE_list('tv_mixes', ['0.5'],
 _TV_ITERS = flags.DEFINE_list('tv_iters', ['6x15'],
                               'tv, spectral: HQS rounds x CG iterations per round; with more '
                               'than one, each setting name ends in _it<rounds>x<iterations>.')
+_GAUSS_TAUS = flags.DEFINE_list('gauss_taus', [], 'spectral: thresholds τ of a blind Gaussian-'
+                                'blur test; per τ, the output is --switch_to where the spectral '
+                                "fit's evidence_gain < τ, else --switch_from (module docstring).")
+_SWITCH_FROM = flags.DEFINE_string('switch_from', 'w0_tv_0.001_mix_0.5_reg_0.3',
+                                   'spectral: the setting kept where the test says no.')
+_SWITCH_TO = flags.DEFINE_string('switch_to', 'w1_tv_0.0001',
+                                 'spectral: the setting used where the test says Gaussian.')
 _SCALES = flags.DEFINE_list('scales', ['1', '0.85', '0.7', '0.7:1', '0.5:1'],
                             'shrink: kernel scalings, f (isotropic) or minor:major.')
 _SIGMAS = flags.DEFINE_list('sigmas', ['1', '1.5', '2', '2.5', '3', '4'],
@@ -306,6 +318,15 @@ def case_settings(study, case, lr01, gt_kernel, scale, hr01, variants=None):
       for pre, k in mixes.items():
         out[f'{pre}nerr'] = metrics.kernel_metrics(k, gt_kernel)['kernel_nerr']
         tv_settings(out, pre, k, lr01, scale, regs)
+      missing = [k for k in (_SWITCH_FROM.value, _SWITCH_TO.value, 'spectral_evidence_gain')
+                 if _GAUSS_TAUS.value and k not in out]
+      if missing:
+        sys.exit(f'bp_study: error: --gauss_taus: no setting {missing[0]!r} (one --variants '
+                 'entry; see --switch_from, --switch_to)')
+      for tau in (float(v) for v in _GAUSS_TAUS.value):
+        gauss = out['spectral_evidence_gain'] < tau     # the first variant's fit
+        out[f'switch_{tau:g}'] = out[_SWITCH_TO.value if gauss else _SWITCH_FROM.value]
+        out[f'switch_{tau:g}_chosen'] = float(gauss)
     tv_settings(out, 'gt_', gt_kernel, lr01, scale, [])
     return out
   d = case_dir(case['id'], 'kernelfusion')
