@@ -96,6 +96,12 @@ def get_config(arg=None):
                                  #   where the LR says nothing. Needs final_bp_reg > 0. 0 = off
                                  #   [default; cpu variant 1e-3: docs/results.md]
   c.phase2.final_tv_mix = 0.5    # the TV image's share of the output when final_tv > 0 [default]
+  c.phase2.gaussian_test = 0.0   # τ < 0: a blind test of Gaussian blur. Where the LR spectrum's
+                                 #   evidence for its best Gaussian kernel beats no blur by more
+                                 #   than −τ (spectral_kernel's evidence_gain < τ), the kernel is
+                                 #   that Gaussian and the output its TV SR at gaussian_tv alone.
+                                 #   0 = off [default; measured post hoc, docs/results.md]
+  c.phase2.gaussian_tv = 1e-4    # the TV weight λ of that output [default]
   c.phase2.driver = 'auto'       # 'scan', 'loop' or 'auto' (as pd.driver)
   c.phase2.chunk = 3             # timesteps per compiled call / checkpoint (the first timestep
                                  #   and a shorter remainder run one per call)

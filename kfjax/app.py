@@ -72,6 +72,10 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
        f'phase2.final_tv_mix must be in [0, 1], got {config.phase2.final_tv_mix}')
   need(config.phase2.final_tv == 0 or config.phase2.final_bp_reg > 0,
        'phase2.final_tv > 0 needs phase2.final_bp_reg > 0 (it mixes into the back-projection)')
+  need(config.phase2.gaussian_test <= 0,
+       f'phase2.gaussian_test must be ≤ 0 (0 = off), got {config.phase2.gaussian_test}')
+  need(config.phase2.gaussian_tv > 0,
+       f'phase2.gaussian_tv must be > 0, got {config.phase2.gaussian_tv}')
   need(config.io.kernel_crop >= 0, f'io.kernel_crop must be ≥ 0, got {config.io.kernel_crop}')
   need(config.io.kernel_crop == 0 or (config.phase2.final_bp_reg > 0
                                       and config.phase2.final_bp_from == 'bicubic'),

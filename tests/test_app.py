@@ -335,6 +335,8 @@ class ConfigAndPathErrorsTest(AppTestCase):
       ('kernel_blend', 'phase2.kernel_blend', 1.5, 'kernel_blend must be in [0, 1]'),
       ('final_tv', 'phase2.final_tv', -1e-3, 'final_tv must be ≥ 0'),
       ('final_tv_mix', 'phase2.final_tv_mix', 1.5, 'final_tv_mix must be in [0, 1]'),
+      ('gaussian_test', 'phase2.gaussian_test', 2.0, 'gaussian_test must be ≤ 0'),
+      ('gaussian_tv', 'phase2.gaussian_tv', 0.0, 'gaussian_tv must be > 0'),
       ('kernel_crop', 'io.kernel_crop', -1, 'kernel_crop'),
       ('kernel_crop_too_small', 'io.kernel_crop', 8, 'kernel_crop must be 0 or ≥ 16'))
   def test_invalid_config(self, field, value, words):

@@ -11,7 +11,7 @@ import skimage.data
 
 from configs import x4
 from kfjax import (degradation, diffusion, kernels, metrics, phase1, phase2, pipeline,
-                   sparse_kernel)
+                   sparse_kernel, spectral_kernel)
 from kfjax.models import KernelINR, PatchDiffusion, UNet, render_kernel
 
 
@@ -444,6 +444,25 @@ class PipelineTest(absltest.TestCase):
       pipeline.super_resolve(lr, config, log=lambda m: None)
 
 
+  def test_gaussian_switch_end_to_end_with_a_kernel_window(self):
+    """phase2.gaussian_test in a run: the test sees the kernel window, and when it says
+    Gaussian the returned kernel is the window's spectral fit and the output the whole
+    image's TV SR with it."""
+    config = x4.get_config('tiny')
+    config.update_from_flattened_dict({'pd.steps': 10, 'pd.chunk': 5, 'io.kernel_crop': 16,
+                                       'phase2.gaussian_test': -0.01})
+    lr = np.asarray(degradation.downscale(
+        _astronaut(96)[:, :80], kernels.anisotropic_gaussian(9, sigmas=(2.0, 1.0)), 4))
+    hr, k, info = pipeline.super_resolve(lr, config, log=lambda m: None)
+    test = info['phase2']['gaussian_test']
+    self.assertTrue(test['gaussian'])
+    fit, fit_info = spectral_kernel.fit_gaussian(lr[4:20, 2:18], 4, config.kernel.size)
+    self.assertAlmostEqual(test['evidence_gain'], fit_info['evidence_gain'], places=6)
+    np.testing.assert_allclose(k, fit, atol=1e-7)
+    np.testing.assert_allclose(hr, np.clip(np.asarray(degradation.sparse_gradient_restore(
+        lr, k, 4, degradation.bicubic_upscale(lr, 4), lam=config.phase2.gaussian_tv)), 0, 1),
+                               atol=1e-6)
+
   def test_kernel_blend_mixes_the_inr_and_l0_kernels(self):
     """phase2.kernel_blend: the returned kernel is the mixture of the INR's (the diffusion is
     unchanged: the same INR kernel as without the blend) and the L0 estimate of the same LR;
@@ -512,6 +531,35 @@ class FinalProjectionTest(absltest.TestCase):
       np.testing.assert_allclose(pipeline.final_projection(None, lr, kernel, config),
                                  np.clip((1 - share) * bp + share * tv, 0, 1), atol=1e-5)
     self.assertGreater(float(np.abs(tv - bp).max()), 0.05)   # the two really differ
+
+
+  def test_gaussian_switch(self):
+    """phase2.gaussian_test: a Gaussian-blurred LR switches to its spectral kernel's TV SR;
+    a barely blurred one does not; τ = 0 is off."""
+    config = x4.get_config('tiny')
+    hr_gt = _astronaut(256)
+    gt = kernels.align_for_scale(kernels.anisotropic_gaussian(33, sigmas=(4.0, 2.5)), 33, 4,
+                                 max_loss=1.0)
+    sharp = kernels.align_for_scale(kernels.anisotropic_gaussian(33, sigmas=(0.6, 0.6)), 33, 4,
+                                    max_loss=1.0)
+    blurred, crisp = (np.asarray(degradation.downscale(hr_gt, k, 4)) for k in (gt, sharp))
+    config.kernel.size = 33
+    self.assertEqual(pipeline.gaussian_switch(blurred, config), (None, {}))   # off
+    config.phase2.gaussian_test = -1.5
+    k, info = pipeline.gaussian_switch(blurred, config)
+    self.assertTrue(info['gaussian'])
+    self.assertLess(info['evidence_gain'], -1.5)
+    self.assertEqual(k.shape, (33, 33))
+    self.assertLess(metrics.kernel_metrics(k, gt)['kernel_nerr'], 0.4)
+    k2, info2 = pipeline.gaussian_switch(crisp, config)
+    self.assertIsNone(k2)
+    self.assertFalse(info2['gaussian'])
+    self.assertGreater(info2['evidence_gain'], -1.5)
+    # The switched output is the TV SR at phase2.gaussian_tv alone, from the bicubic upscale.
+    tv = degradation.sparse_gradient_restore(blurred, k, 4, degradation.bicubic_upscale(blurred, 4),
+                                             lam=config.phase2.gaussian_tv)
+    np.testing.assert_allclose(pipeline.final_projection(None, blurred, k, config, gaussian=True),
+                               np.clip(np.asarray(tv), 0, 1), atol=1e-6)
 
 
 class GuardedTest(absltest.TestCase):
