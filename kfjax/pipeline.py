@@ -464,20 +464,21 @@ def run_phase2(lr, pd_params, config, key, *, kernel=None,
     h, w = valid_hw
     x0, lr01 = x0[:h * config.scale, :w * config.scale], lr01[:h, :w]
     info['padded_lr_shape'] = list(lr.shape[:2])
-  if data.kernel is None and c.kernel_blend > 0:
-    info['kernel_inr'] = kernel        # the INR's own kernel, before the blend
-    kernel = blind_kernel(kernel, lr01, config)
-    log(f"Kernel: the INR's mixed with the classical L0 estimate (phase2.kernel_blend "
-        f'{c.kernel_blend:g})')
   gauss, test = gaussian_switch(lr01, config) if data.kernel is None else (None, {})
   if test:
     info['gaussian_test'] = test
     log(f"Gaussian-blur test (phase2.gaussian_test {c.gaussian_test:g}): evidence gain "
         f"{test['evidence_gain']:.2f}, " + ('Gaussian: the output is its TV SR' if test['gaussian']
                                             else 'not Gaussian'))
+  if data.kernel is None and (c.kernel_blend > 0 or gauss is not None):
+    info['kernel_inr'] = kernel        # the INR's own kernel, before the blend or the switch
   if gauss is not None:
-    kernel = gauss
-  elif c.final_bp_reg > 0 and c.final_tv > 0:
+    kernel = gauss                     # the L0 blend is not needed then
+  elif data.kernel is None and c.kernel_blend > 0:
+    kernel = blind_kernel(kernel, lr01, config)
+    log(f"Kernel: the INR's mixed with the classical L0 estimate (phase2.kernel_blend "
+        f'{c.kernel_blend:g})')
+  if gauss is None and c.final_bp_reg > 0 and c.final_tv > 0:
     log(f'Output: the back-projection mixed with the TV SR (phase2.final_tv {c.final_tv:g}, '
         f'share {c.final_tv_mix:g})')
   hr = final_projection(x0, lr01, kernel, config, gaussian=gauss is not None)
@@ -662,9 +663,9 @@ def super_resolve_batch(lr01s, config: ml_collections.ConfigDict, *,
     done += m
     progress.update(done, float(np.mean(np.asarray(trace['loss_last'])[:, -1])))
   ks = jax.vmap(lambda p: render_kernel(models.inr, p, config.kernel.size))(state.inr_params)
-  ks = [blind_kernel(k, lr, config) for k, lr in zip(np.asarray(ks, np.float32), win01s)]
   gauss = [gaussian_switch(lr, config)[0] for lr in win01s]
-  ks = np.stack([k if g is None else g for k, g in zip(ks, gauss)])
+  ks = np.stack([blind_kernel(k, lr, config) if g is None else g
+                 for k, lr, g in zip(np.asarray(ks, np.float32), win01s, gauss)])
   hrs = np.asarray((state.x0_prev[:, 0] + 1.0) / 2.0)
   hrs = np.stack([final_projection(None if window else hr, lr, k, config, gaussian=g is not None)
                   for hr, lr, k, g in zip(hrs, full01s, ks, gauss)])
