@@ -6,7 +6,8 @@ For each LR image, ``OUT/<stem>/`` receives ``hr.png``, ``kernel.npy``,
 (x̂0 before the final back-projection, when ``phase2.final_bp_reg`` > 0; with
 ``io.kernel_crop`` it covers the centre window that set the kernel),
 ``kernel_inr.npy`` (the INR's own kernel, when ``phase2.kernel_blend`` > 0) and
-``checkpoints/``. ``metrics.json`` is
+``checkpoints/`` (none of the last four where ``phase2.gaussian_test`` skipped the
+phases). ``metrics.json`` is
 written last, so its presence marks a finished image; such an image is skipped
 unless ``overwrite`` is set. A folder run also writes ``OUT/summary.csv``.
 """

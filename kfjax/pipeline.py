@@ -321,6 +321,32 @@ def gaussian_switch(lr01, config) -> tuple[np.ndarray | None, dict]:
   return (np.asarray(k, np.float32) if hit else None), info
 
 
+def gaussian_shortcut(full01, lr01, window, config, log: Callable = logging.info):
+  """:func:`gaussian_switch` on the LR pixels the phases would see, before Phase 1.
+
+  Returns ``(result, test)``: ``test`` is the test's info; where it says
+  Gaussian, both phases are skipped (their kernel would be replaced anyway) and
+  ``result`` is ``(hr, kernel, info)`` in :func:`super_resolve`'s form, the
+  whole image's TV SR with the spectral Gaussian; otherwise ``result`` is None.
+  """
+  t0 = time.time()
+  gauss, test = gaussian_switch(lr01, config)
+  log(f"Gaussian-blur test (phase2.gaussian_test {config.phase2.gaussian_test:g}): evidence "
+      f"gain {test['evidence_gain']:.2f}, " + (
+          'Gaussian: the output is its TV SR; both phases skipped' if test['gaussian']
+          else 'not Gaussian'))
+  if gauss is None:
+    return None, test
+  hr = final_projection(None, full01, gauss, config, gaussian=True)
+  info = {'backend': jax.default_backend(), 'device': str(jax.devices()[0]),
+          'phase1': {'steps': 0, 'seconds': 0.0, 'skipped': True},
+          'phase2': {'timesteps': 0, 'inner_steps': 0, 'seconds': time.time() - t0,
+                     'skipped': True, 'gaussian_test': test}}
+  if window is not None:
+    info['kernel_window'] = list(window)
+  return (hr, gauss, info), test
+
+
 def final_projection(hr01, lr01, kernel, config, *, gaussian: bool = False) -> np.ndarray:
   """The returned HR: x̂0, or with ``phase2.final_bp_reg`` > 0 a final back-projection.
 
@@ -464,24 +490,15 @@ def run_phase2(lr, pd_params, config, key, *, kernel=None,
     h, w = valid_hw
     x0, lr01 = x0[:h * config.scale, :w * config.scale], lr01[:h, :w]
     info['padded_lr_shape'] = list(lr.shape[:2])
-  gauss, test = gaussian_switch(lr01, config) if data.kernel is None else (None, {})
-  if test:
-    info['gaussian_test'] = test
-    log(f"Gaussian-blur test (phase2.gaussian_test {c.gaussian_test:g}): evidence gain "
-        f"{test['evidence_gain']:.2f}, " + ('Gaussian: the output is its TV SR' if test['gaussian']
-                                            else 'not Gaussian'))
-  if data.kernel is None and (c.kernel_blend > 0 or gauss is not None):
-    info['kernel_inr'] = kernel        # the INR's own kernel, before the blend or the switch
-  if gauss is not None:
-    kernel = gauss                     # the L0 blend is not needed then
-  elif data.kernel is None and c.kernel_blend > 0:
+  if data.kernel is None and c.kernel_blend > 0:
+    info['kernel_inr'] = kernel        # the INR's own kernel, before the blend
     kernel = blind_kernel(kernel, lr01, config)
     log(f"Kernel: the INR's mixed with the classical L0 estimate (phase2.kernel_blend "
         f'{c.kernel_blend:g})')
-  if gauss is None and c.final_bp_reg > 0 and c.final_tv > 0:
+  if c.final_bp_reg > 0 and c.final_tv > 0:
     log(f'Output: the back-projection mixed with the TV SR (phase2.final_tv {c.final_tv:g}, '
         f'share {c.final_tv_mix:g})')
-  hr = final_projection(x0, lr01, kernel, config, gaussian=gauss is not None)
+  hr = final_projection(x0, lr01, kernel, config)
   if c.final_bp_reg > 0:
     info['hr_diffusion'] = x0          # the reverse diffusion's own estimate x̂0, for reference
   return hr, kernel, info
@@ -516,7 +533,10 @@ def super_resolve(lr01, config: ml_collections.ConfigDict, *, kernel=None,
     diffusion's x̂0 before the final back-projection). With ``io.kernel_crop``
     (:func:`kernel_window`) the phases see the centre window only:
     ``info['kernel_window']`` is its (top, left, h, w) in LR pixels, x̂0 covers
-    it, and ``hr`` is the whole image back-projected with the kernel.
+    it, and ``hr`` is the whole image back-projected with the kernel. With
+    ``phase2.gaussian_test`` (:func:`gaussian_shortcut`) the test runs first
+    and ``info['phase2']['gaussian_test']`` holds it; where it says Gaussian,
+    both phases are skipped (``info['phase1']['skipped']``).
   """
   full01 = np.asarray(lr01, np.float32)
   lr01, window = kernel_window(full01, config)
@@ -524,6 +544,11 @@ def super_resolve(lr01, config: ml_collections.ConfigDict, *, kernel=None,
     log(f'Kernel window (io.kernel_crop): the centre {window[3]}×{window[2]} LR px at '
         f'({window[0]}, {window[1]}); the whole {full01.shape[1]}×{full01.shape[0]} image is '
         'back-projected with its kernel')
+  test = {}
+  if kernel is None and config.phase2.gaussian_test < 0:
+    done, test = gaussian_shortcut(full01, lr01, window, config, log)
+    if done is not None:
+      return done
   padded01, valid_hw = pad_to_bucket(lr01, config.io.size_bucket)
   lr = jnp.asarray(padded01 * 2.0 - 1.0)
   key = jax.random.PRNGKey(config.seed)
@@ -563,10 +588,11 @@ def super_resolve(lr01, config: ml_collections.ConfigDict, *, kernel=None,
       info['phase2_precompile'] = done
     hr, kernel, info['phase2'] = run_phase2(lr, pd_params, config, jax.random.fold_in(key, 2),
                                             kernel=kernel, valid_hw=valid_hw, ckpt=ck2, log=log)
+    if test:
+      info['phase2']['gaussian_test'] = test
     if window is not None:
       info['kernel_window'] = list(window)
-      hr = final_projection(None, full01, kernel, config, gaussian=info['phase2'].get(
-          'gaussian_test', {}).get('gaussian', False))
+      hr = final_projection(None, full01, kernel, config)
   finally:
     if pool:
       pool.shutdown(wait=True)
@@ -605,7 +631,9 @@ def super_resolve_batch(lr01s, config: ml_collections.ConfigDict, *,
 
   Case i computes exactly what ``super_resolve(lr01s[i], config)`` computes (same
   seed, same initial weights, same noise), so the outputs equal the one-by-one
-  outputs up to float rounding of the batched convolutions. With several local
+  outputs up to float rounding of the batched convolutions (with
+  ``phase2.gaussian_test``, the phases run for every case here, and the test
+  then replaces the kernel and output of the cases it calls Gaussian). With several local
   devices, the cases are split over them (:mod:`kfjax.batching`). No
   checkpoints are written.
 

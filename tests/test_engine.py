@@ -456,12 +456,21 @@ class PipelineTest(absltest.TestCase):
     hr, k, info = pipeline.super_resolve(lr, config, log=lambda m: None)
     test = info['phase2']['gaussian_test']
     self.assertTrue(test['gaussian'])
+    self.assertTrue(info['phase1']['skipped'])       # decided first: no phase ran
+    self.assertEqual(info['phase2']['inner_steps'], 0)
+    self.assertEqual(info['kernel_window'], [4, 2, 16, 16])
     fit, fit_info = spectral_kernel.fit_gaussian(lr[4:20, 2:18], 4, config.kernel.size)
     self.assertAlmostEqual(test['evidence_gain'], fit_info['evidence_gain'], places=6)
     np.testing.assert_allclose(k, fit, atol=1e-7)
     np.testing.assert_allclose(hr, np.clip(np.asarray(degradation.sparse_gradient_restore(
         lr, k, 4, degradation.bicubic_upscale(lr, 4), lam=config.phase2.gaussian_tv)), 0, 1),
                                atol=1e-6)
+    config.phase2.gaussian_test = fit_info['evidence_gain'] - 0.01   # just misses: phases run
+    _, k2, info2 = pipeline.super_resolve(lr, config, log=lambda m: None)
+    self.assertFalse(info2['phase2']['gaussian_test']['gaussian'])
+    self.assertEqual(info2['phase1']['steps'], 10)
+    self.assertGreater(info2['phase2']['inner_steps'], 0)
+    self.assertGreater(np.abs(k2 - fit).max(), 1e-3)
 
   def test_kernel_blend_mixes_the_inr_and_l0_kernels(self):
     """phase2.kernel_blend: the returned kernel is the mixture of the INR's (the diffusion is

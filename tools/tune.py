@@ -99,9 +99,10 @@ def run_variant(lr01, hr01, gt_kernel, case_id, base, overrides):
             for reg in _BP_REGS.value}
   out = {'psnr_y': metrics.image_metrics(hr, hr01, config.scale)['psnr_y'],
          'kernel_nerr': metrics.kernel_metrics(kernel, gt_kernel)['kernel_nerr'],
-         'bp_est_psnr_y': bp_est, 'loss_last': info['phase2']['loss_last'][-1],
+         'bp_est_psnr_y': bp_est,
+         'loss_last': info['phase2'].get('loss_last', [float('nan')])[-1],   # nan: skipped
          'seconds': seconds}
-  if _TRACE.value and known is None:
+  if _TRACE.value and 'kernel_trace' in info['phase2'] and known is None:
     out['trace'] = kernel_trace(info['phase2']['kernel_trace'], lr01, hr01, gt_kernel, config)
   return out
 
