@@ -321,8 +321,13 @@ def gaussian_switch(lr01, config) -> tuple[np.ndarray | None, dict]:
   return (np.asarray(k, np.float32) if hit else None), info
 
 
-def gaussian_shortcut(full01, lr01, window, config, log: Callable = logging.info):
-  """:func:`gaussian_switch` on the LR pixels the phases would see, before Phase 1.
+def gaussian_shortcut(full01, window, config, log: Callable = logging.info):
+  """:func:`gaussian_switch` on the whole LR image, before Phase 1.
+
+  The test sees the whole image (the spectral fit takes its centre 128×128 LR px
+  at most), not only an ``io.kernel_crop`` window: it costs ~1 s either way, and
+  on a 64×64 window it separates Gaussian from motion blur less well
+  (docs/results.md).
 
   Returns ``(result, test)``: ``test`` is the test's info; where it says
   Gaussian, both phases are skipped (their kernel would be replaced anyway) and
@@ -330,7 +335,7 @@ def gaussian_shortcut(full01, lr01, window, config, log: Callable = logging.info
   whole image's TV SR with the spectral Gaussian; otherwise ``result`` is None.
   """
   t0 = time.time()
-  gauss, test = gaussian_switch(lr01, config)
+  gauss, test = gaussian_switch(full01, config)
   log(f"Gaussian-blur test (phase2.gaussian_test {config.phase2.gaussian_test:g}): evidence "
       f"gain {test['evidence_gain']:.2f}, " + (
           'Gaussian: the output is its TV SR; both phases skipped' if test['gaussian']
@@ -546,7 +551,7 @@ def super_resolve(lr01, config: ml_collections.ConfigDict, *, kernel=None,
         'back-projected with its kernel')
   test = {}
   if kernel is None and config.phase2.gaussian_test < 0:
-    done, test = gaussian_shortcut(full01, lr01, window, config, log)
+    done, test = gaussian_shortcut(full01, window, config, log)
     if done is not None:
       return done
   padded01, valid_hw = pad_to_bucket(lr01, config.io.size_bucket)
@@ -691,7 +696,7 @@ def super_resolve_batch(lr01s, config: ml_collections.ConfigDict, *,
     done += m
     progress.update(done, float(np.mean(np.asarray(trace['loss_last'])[:, -1])))
   ks = jax.vmap(lambda p: render_kernel(models.inr, p, config.kernel.size))(state.inr_params)
-  gauss = [gaussian_switch(lr, config)[0] for lr in win01s]
+  gauss = [gaussian_switch(lr, config)[0] for lr in full01s]
   ks = np.stack([blind_kernel(k, lr, config) if g is None else g
                  for k, lr, g in zip(np.asarray(ks, np.float32), win01s, gauss)])
   hrs = np.asarray((state.x0_prev[:, 0] + 1.0) / 2.0)
