@@ -54,6 +54,28 @@ class SpectralKernelTest(absltest.TestCase):
     ratio = power / want
     self.assertLess(ratio.std() / ratio.mean(), 0.1)   # ~0.05 sampling noise at 400 draws
 
+  def test_neg_log_evidence_is_the_minimum_over_contrast_and_noise(self):
+    """The Newton solve reaches the minimum of the 2-parameter objective: no point of a
+    fine grid around it is lower, and the value matches the closed form of a pure-noise
+    spectrum (gain 0 everywhere but DC: the minimum is at n = mean(power))."""
+    rng = np.random.default_rng(3)
+    power = sk.lr_power(_power_law_image(3, 48)) * rng.uniform(0.5, 1.5, (48, 48))
+    prior = sk.prior_power((96, 96), 2.0)
+    for kernel in (np.eye(1), sk.gaussian_kernel(2.5, 0.9, 0.4, 15)):
+      gain = sk.aliased_gain(kernel, 2, (48, 48), prior)
+      best = sk.neg_log_evidence(power, gain)
+      p, g = power.ravel()[1:], gain.ravel()[1:]
+      f = lambda c, n: np.mean(p / (c * g + n) + np.log(c * g + n))
+      c0 = p.mean() / g.mean()
+      grid = min(f(c0 * a, p.mean() * b) for a in np.geomspace(1e-3, 1e3, 61)
+                 for b in np.geomspace(1e-6, 1, 61))
+      self.assertLessEqual(best, grid + 1e-9)
+      self.assertGreater(best, grid - 0.05)          # the grid is near the minimum
+    noise = np.full((16, 16), 1e-30)
+    p = power[:16, :16]
+    self.assertAlmostEqual(sk.neg_log_evidence(p, noise),
+                           np.mean(1.0 + np.log(np.mean(p.ravel()[1:]))), places=5)
+
   def test_fit_recovers_an_anisotropic_gaussian(self):
     scale, size = 4, 33
     gt = sk.gaussian_kernel(3.2, 1.6, 0.6, size, scale)
