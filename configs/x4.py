@@ -100,7 +100,8 @@ def get_config(arg=None):
                                  #   evidence for its best Gaussian kernel beats no blur by more
                                  #   than −τ (spectral_kernel's evidence_gain < τ), the kernel is
                                  #   that Gaussian and the output its TV SR at gaussian_tv alone.
-                                 #   0 = off [default; cpu variant −2.3: docs/results.md]
+                                 #   0 = off [tiny; default and cpu variants −2.3 (×2: −3.0):
+                                 #   docs/results.md]
   c.phase2.gaussian_tv = 1e-4    # the TV weight λ of that output [default]
   c.phase2.driver = 'auto'       # 'scan', 'loop' or 'auto' (as pd.driver)
   c.phase2.chunk = 3             # timesteps per compiled call / checkpoint (the first timestep
@@ -134,6 +135,8 @@ def get_config(arg=None):
                                  #   H100 kernels of 3 full-size blind144 pairs (the L0 kernel
                                  #   mixture lost 0.10 there, so it stays off): docs/results.md
     c.io.size_bucket = 32        # DIV2K's LR sides (510 × 255–384) fall in few buckets [default]
+    c.phase2.gaussian_test = -2.3  # as the cpu variant; full size: div2krk +0.73 → +2.01 dB over
+                                 #   bicubic, blind144 mini −0.009 (docs/results.md)
   elif variant == 'cpu':
     # Measured on blind144 crop cases (docs/results.md, tuning log): lr 1e-3 with a short
     # EMA trains a usable PD in 600 steps (t=100 denoising 15.3 → 28.0 dB; lr 1e-4: 16.2 dB).
