@@ -551,9 +551,9 @@ def super_resolve(lr01, config: ml_collections.ConfigDict, *, kernel=None,
         'back-projected with its kernel')
   test = {}
   if kernel is None and config.phase2.gaussian_test < 0:
-    done, test = gaussian_shortcut(full01, window, config, log)
-    if done is not None:
-      return done
+    shortcut, test = gaussian_shortcut(full01, window, config, log)
+    if shortcut is not None:
+      return shortcut
   padded01, valid_hw = pad_to_bucket(lr01, config.io.size_bucket)
   lr = jnp.asarray(padded01 * 2.0 - 1.0)
   key = jax.random.PRNGKey(config.seed)

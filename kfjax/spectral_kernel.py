@@ -114,12 +114,7 @@ def neg_log_evidence(power, gain, *, max_iter: int = 100) -> float:
   g = np.asarray(gain, np.float64).ravel()[1:]
   t = np.array([np.log(p.mean() / g.mean()), np.log(p.mean() * 1e-3)])
   lo, hi = t - 40.0, t + 40.0                       # keeps exp() finite
-
-  def value(t):
-    a, b = np.exp(t[0]) * g, np.exp(t[1])
-    cov = a + b
-    return a, b, cov, np.mean(p / cov + np.log(cov))
-
+  value = lambda t: _nle_terms(t, p, g)
   a, b, cov, f = value(t)
   for _ in range(max_iter):
     u = (1.0 - p / cov) / cov                       # ∂f/∂cov
@@ -146,13 +141,19 @@ def neg_log_evidence(power, gain, *, max_iter: int = 100) -> float:
   return float(f)
 
 
+def _nle_terms(t, p, g):
+  """(a, b, cov, value) of :func:`neg_log_evidence`'s objective at t = (log c, log n)."""
+  a, b = np.exp(t[0]) * g, np.exp(t[1])
+  cov = a + b
+  return a, b, cov, np.mean(p / cov + np.log(cov))
+
+
 def _nle_lbfgs(p, g, t0, lo, hi) -> float:
   """:func:`neg_log_evidence`'s objective minimised by L-BFGS-B from ``t0`` (the fallback)."""
   def f(t):
-    a, b = np.exp(t[0]) * g, np.exp(t[1])
-    cov = a + b
+    a, b, cov, value = _nle_terms(t, p, g)
     u = (1.0 - p / cov) / cov
-    return np.mean(p / cov + np.log(cov)), np.array([np.mean(u * a), np.mean(u) * b])
+    return value, np.array([np.mean(u * a), np.mean(u) * b])
 
   return float(optimize.minimize(f, t0, jac=True, method='L-BFGS-B',
                                  bounds=list(zip(lo, hi))).fun)
