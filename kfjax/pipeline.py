@@ -636,9 +636,10 @@ def super_resolve_batch(lr01s, config: ml_collections.ConfigDict, *,
 
   Case i computes exactly what ``super_resolve(lr01s[i], config)`` computes (same
   seed, same initial weights, same noise), so the outputs equal the one-by-one
-  outputs up to float rounding of the batched convolutions (with
-  ``phase2.gaussian_test``, the phases run for every case here, and the test
-  then replaces the kernel and output of the cases it calls Gaussian). With several local
+  outputs up to float rounding of the batched convolutions. With
+  ``phase2.gaussian_test`` the test runs first on every case, as there: the
+  cases it calls Gaussian get their spectral kernel's TV SR, and the phases run
+  batched on the others only (none, if all are Gaussian). With several local
   devices, the cases are split over them (:mod:`kfjax.batching`). No
   checkpoints are written.
 
@@ -649,9 +650,38 @@ def super_resolve_batch(lr01s, config: ml_collections.ConfigDict, *,
       ``io.kernel_crop`` is (:func:`kernel_window`).
 
   Returns:
-    ``(hrs, kernels, info)``: (N, h·s, w·s, 3), (N, K, K) and per-phase timings.
+    ``(hrs, kernels, info)``: (N, h·s, w·s, 3), (N, K, K) and per-phase timings;
+    ``info['gaussian_cases']`` lists the cases the test switched.
   """
   full01s = np.asarray(lr01s, np.float32)
+  n = full01s.shape[0]
+  t0 = time.time()
+  gauss = [gaussian_switch(lr, config)[0] for lr in full01s]
+  rest = [i for i, g in enumerate(gauss) if g is None]
+  info: dict = {'backend': jax.default_backend(), 'cases': n,
+                'gaussian_cases': [i for i, g in enumerate(gauss) if g is not None],
+                'devices': 1, 'phase1_seconds': 0.0, 'phase2_seconds': 0.0}
+  if len(rest) < n:
+    log(f"Gaussian-blur test: {n - len(rest)} of {n} cases Gaussian (their TV SR); "
+        f'the phases run on the other {len(rest)}')
+  hrs = np.zeros((n,) + tuple(np.multiply(full01s.shape[1:3], config.scale)) + (3,), np.float32)
+  ks = np.zeros((n, config.kernel.size, config.kernel.size), np.float32)
+  for i, g in enumerate(gauss):
+    if g is not None:
+      hrs[i], ks[i] = final_projection(None, full01s[i], g, config, gaussian=True), g
+  info['gaussian_test_seconds'] = time.time() - t0
+  _, window = kernel_window(full01s, config)
+  if window is not None:
+    info['kernel_window'] = list(window)
+  if rest:
+    hrs[rest], ks[rest], timing = _batch_phases(full01s[rest], config, log)
+    info.update(timing)
+  return hrs, ks, info
+
+
+def _batch_phases(full01s, config: ml_collections.ConfigDict, log: Callable):
+  """Both phases on N same-size cases at once, then each case's kernel and final step:
+  ``(hrs, kernels, timing)`` (:func:`super_resolve_batch`, without the Gaussian test)."""
   win01s, window = kernel_window(full01s, config)
   lrs = jnp.asarray(win01s * 2.0 - 1.0)
   n = lrs.shape[0]
@@ -659,8 +689,7 @@ def super_resolve_batch(lr01s, config: ml_collections.ConfigDict, *,
   put = lambda tree: batching.shard_cases(tree, mesh)
   lrs = put(lrs)
   key = jax.random.PRNGKey(config.seed)
-  info: dict = {'backend': jax.default_backend(), 'cases': n,
-                'devices': 1 if mesh is None else mesh.size}
+  timing: dict = {'devices': 1 if mesh is None else mesh.size}
   t0 = time.time()
   pd_params = None
   if config.phase2.mode in phase2.PD_MODES:
@@ -675,7 +704,7 @@ def super_resolve_batch(lr01s, config: ml_collections.ConfigDict, *,
       state, loss = guarded(run, state, jax.random.fold_in(k1, 1), lrs, what='Phase 1')
       progress.update(int(np.asarray(state.step)[0]), float(np.mean(np.asarray(loss))))
     pd_params = state.ema_params
-  info['phase1_seconds'] = time.time() - t0
+  timing['phase1_seconds'] = time.time() - t0
   t1 = time.time()
   c = config.phase2
   k2 = jax.random.fold_in(key, 2)
@@ -696,16 +725,12 @@ def super_resolve_batch(lr01s, config: ml_collections.ConfigDict, *,
     done += m
     progress.update(done, float(np.mean(np.asarray(trace['loss_last'])[:, -1])))
   ks = jax.vmap(lambda p: render_kernel(models.inr, p, config.kernel.size))(state.inr_params)
-  gauss = [gaussian_switch(lr, config)[0] for lr in full01s]
-  ks = np.stack([blind_kernel(k, lr, config) if g is None else g
-                 for k, lr, g in zip(np.asarray(ks, np.float32), win01s, gauss)])
+  ks = np.stack([blind_kernel(k, lr, config) for k, lr in zip(np.asarray(ks, np.float32), win01s)])
   hrs = np.asarray((state.x0_prev[:, 0] + 1.0) / 2.0)
-  hrs = np.stack([final_projection(None if window else hr, lr, k, config, gaussian=g is not None)
-                  for hr, lr, k, g in zip(hrs, full01s, ks, gauss)])
-  if window is not None:
-    info['kernel_window'] = list(window)
-  info['phase2_seconds'] = time.time() - t1
-  return hrs, ks, info
+  hrs = np.stack([final_projection(None if window else hr, lr, k, config)
+                  for hr, lr, k in zip(hrs, full01s, ks)])
+  timing['phase2_seconds'] = time.time() - t1
+  return hrs, ks, timing
 
 
 def config_to_json(config: ml_collections.ConfigDict) -> str:

@@ -7,10 +7,11 @@ import sys
 import tempfile
 
 import numpy as np
+import skimage.data
 from absl.testing import absltest
 
 from configs import x4
-from kfjax import pipeline
+from kfjax import degradation, kernels, pipeline, spectral_kernel
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -52,6 +53,29 @@ class BatchTest(absltest.TestCase):
       np.testing.assert_allclose(self.hrs[i], hr, atol=1e-5)
       np.testing.assert_allclose(self.kernels[i], kernel, atol=1e-6)
     self.assertFalse(np.allclose(self.hrs[0], self.hrs[1]))   # the cases really differ
+
+  def test_gaussian_cases_skip_the_phases(self):
+    """With phase2.gaussian_test, the cases it calls Gaussian get their TV SR, as one by one,
+    and the phases run batched on the others only, with their one-by-one outputs."""
+    hr_gt = skimage.data.astronaut()[180:260, 200:280] / 255.0
+    blurred = np.asarray(degradation.downscale(
+        hr_gt.astype(np.float32), kernels.anisotropic_gaussian(9, sigmas=(2.0, 1.0)), 4))
+    lrs = np.stack([blurred, self.lrs[0], self.lrs[1]])
+    gains = [spectral_kernel.fit_gaussian(lr, 4, self.config.kernel.size)[1]['evidence_gain']
+             for lr in lrs]
+    self.assertLess(gains[0] + 0.01, min(0.0, *gains[1:]))     # τ below only the first
+    config = _config()[0]
+    config.phase2.gaussian_test = gains[0] + 0.01
+    hrs, ks, info = pipeline.super_resolve_batch(lrs, config, log=lambda m: None)
+    self.assertEqual(info['gaussian_cases'], [0])
+    hr, k, one = pipeline.super_resolve(blurred, config, log=lambda m: None)
+    self.assertTrue(one['phase1']['skipped'])
+    np.testing.assert_allclose(hrs[0], hr, atol=1e-6)
+    np.testing.assert_allclose(ks[0], k, atol=1e-7)
+    np.testing.assert_allclose(hrs[1:], self.hrs[:2], atol=1e-5)    # the phases, on 2 cases
+    np.testing.assert_allclose(ks[1:], self.kernels[:2], atol=1e-6)
+    _, _, only = pipeline.super_resolve_batch(lrs[:1], config, log=lambda m: None)
+    self.assertEqual((only['gaussian_cases'], only['phase1_seconds']), ([0], 0.0))
 
   def test_sharded_over_four_devices_equals_one_device(self):
     with tempfile.TemporaryDirectory() as tmp:
