@@ -210,6 +210,32 @@ def resize_kernel(kernel, size: int) -> np.ndarray:
   return (k / k.sum()).astype(np.float32)
 
 
+def to_lr_scale(kernel, scale: int) -> np.ndarray:
+  """What the LR pixel grid sees of an HR kernel: its taps summed over s×s blocks.
+
+  Block (i, j) holds taps ``i·s … i·s + s − 1`` (rows) and likewise for columns,
+  the support zero-padded at the end to a multiple of s. A kernel that
+  :func:`lift_lr_kernel` made comes back unchanged. Returns (⌈K/s⌉, ⌈K/s⌉),
+  summing to the kernel's sum.
+  """
+  k = np.asarray(kernel, np.float64)
+  n = -(-k.shape[0] // scale)
+  k = np.pad(k, ((0, n * scale - k.shape[0]), (0, n * scale - k.shape[1])))
+  return k.reshape(n, scale, n, scale).sum((1, 3))
+
+
+def lift_lr_kernel(kernel_lr, scale: int) -> np.ndarray:
+  """An LR-scale kernel as an HR one: each tap spread evenly over its s×s block.
+
+  With this (s·n, s·n) kernel, :func:`kfjax.degradation.downscale` is the
+  n×n LR-scale kernel applied to the HR image's s×s block means: a blur that
+  only the LR grid resolves (``docs/results.md``, "What the LR grid sees of
+  the kernel"). Place it with :func:`align_for_scale`.
+  """
+  k = np.asarray(kernel_lr, np.float64)
+  return np.kron(k, np.ones((scale, scale))) / scale ** 2
+
+
 def second_moments(kernel) -> tuple[np.ndarray, np.ndarray]:
   """A kernel's centre of mass (row, col) and 2×2 second-moment matrix about it.
 

@@ -108,6 +108,17 @@ class ShrinkStudyTest(absltest.TestCase):
     self.assertLess(abs(gt - gauss), 0.3)
     self.assertLess(row['shift_2px_reg_0.3'], row['gt_reg_0.3'])
 
+  def test_lrscale_with_the_gt_kernel(self):
+    # The saved kernelfusion kernel is the GT, so its LR blocks are the GT's; the lifted blocks
+    # and the LR-scale fit to the true HR's block means are close to the GT, not equal to it.
+    row = self._row('lrscale', '--regs=0.3', '--tv_weights=1e-3', '--lr_support=7')
+    self.assertAlmostEqual(row['kernelfusion_nerr'], 0.0, places=6)
+    self.assertEqual(row['kernelfusion_lr_blocks_nerr'], row['gt_lr_blocks_nerr'])
+    for name in ('gt_lr_blocks', 'oracle_lr'):
+      self.assertBetween(row[f'{name}_nerr'], 0.01, 1.0)     # blocky, so far in this measure
+      self.assertBetween(row[f'{name}_bp_reg_0.3'], row['bicubic'] + 0.3, row['gt_bp_reg_0.3'])
+    self.assertIn('default_tv_0.001_mix_0.5_reg_0.3', row)         # the blind LR-scale L0
+
   def test_tv_with_the_gt_kernel(self):
     # --kernel_blend=0: kernelfusion's kernel (the GT) alone, so its TV SR is the GT's.
     row = self._row('tv', '--kernel_blend=0', '--tv_weights=1e-4,1e-1', '--tv_mixes=0,1',

@@ -15,6 +15,7 @@ import skimage.data
 from kfjax import degradation
 from kfjax import kernels
 from kfjax import metrics
+from kfjax import sparse_kernel
 
 DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                     '..', 'shared', 'data')
@@ -234,6 +235,22 @@ class ResizeAlignTest(parameterized.TestCase):
       kernels.blend(a, b, 1.5)
     with self.assertRaisesRegex(ValueError, 'supports'):
       kernels.blend(a, b[1:, 1:], 0.5)
+
+  def test_lr_scale_round_trip_and_downscale(self):
+    """lift_lr_kernel spreads each LR tap over its s×s block (to_lr_scale undoes it), and
+    downscaling with it is the LR kernel applied to the HR image's block means."""
+    k_lr = np.random.default_rng(0).random((5, 5))
+    k_lr /= k_lr.sum()
+    lifted = kernels.lift_lr_kernel(k_lr, 4)
+    self.assertEqual(lifted.shape, (20, 20))
+    np.testing.assert_allclose(kernels.to_lr_scale(lifted, 4), k_lr, atol=1e-12)
+    np.testing.assert_allclose(kernels.to_lr_scale(np.ones((6, 6)), 4), [[16, 8], [8, 4]])
+    x = np.random.default_rng(1).random((64, 64))
+    lr = np.asarray(degradation.downscale(x[..., None], lifted, 4, method='direct'))[..., 0]
+    # LR pixel i: Σ_b k_lr[b] · mean of x over rows 4(i + b − 2) − 2 … 4(i + b − 2) + 1.
+    means = x[2:-2].reshape(15, 4, 64).mean(1)[:, 2:-2].reshape(15, 15, 4).mean(2)
+    want = sparse_kernel.patch_matrix(means, 5, 1, (15, 15)) @ k_lr.ravel()
+    np.testing.assert_allclose(lr[3:13, 3:13], want[2:12, 2:12], atol=1e-6)
 
   def test_alignment_helps_bicubic(self):
     """A GT kernel aligned for s puts the LR where bicubic expects it."""

@@ -74,6 +74,16 @@ r"""Back-projection studies behind docs/results.md (no training; seconds on a CP
   python tools/bp_study.py --bench=bench/mini --study=shrink --eval_dir=bench/mini_eval \
       --regs=0.1,0.3 --out=bench/bp_shrink_mini.json
 
+  # What the LR grid sees of the kernel: the GT summed over s×s blocks and spread back
+  # (kernels.to_lr_scale, lift_lr_kernel), the LR-scale kernel (--lr_support) fitted to the
+  # true HR's s×s block means, and blind LR-scale kernels (the L0 estimator deblurring the LR
+  # itself, sparse_kernel.estimate_kernel at scale 1, one per --variants entry), each lifted
+  # to HR and through the final steps of --study=tv; with --eval_dir, also --method's saved
+  # kernel as saved and through its LR blocks.
+  python tools/bp_study.py --bench=bench/mini --study=lrscale --regs=0.3 --tv_weights=1e-3 \
+      --variants='{"l0": {}, "l0_alt10": {"n_alt": 10, "lam_start": 20}}' \
+      --out=bench/bp_lrscale_mini.json
+
 Prints a table of mean psnr_y (and kernel_nerr) per setting and writes every per-case value
 to --out.
 """
@@ -96,16 +106,17 @@ from kfjax import degradation, evaluation, io, kernels, metrics, sparse_kernel, 
 _BENCH = flags.DEFINE_string('bench', None, 'Benchmark folder.')
 _STUDY = flags.DEFINE_enum('study', 'gaussian',
                            ['gaussian', 'projection', 'refit', 'sparse', 'perturb', 'shrink',
-                            'blend', 'tv', 'spectral', 'inr', 'ensemble'],
+                            'blend', 'tv', 'spectral', 'inr', 'ensemble', 'lrscale'],
                            'Which study.')
-_SELF_CONTAINED = ('gaussian', 'sparse', 'perturb')   # the studies that need no --eval_dir
+_SELF_CONTAINED = ('gaussian', 'sparse', 'perturb', 'lrscale')   # the studies that need no --eval_dir
 _VARIANTS = flags.DEFINE_string('variants', '{"default": {}}',
-                                'sparse, spectral: JSON {name: estimate_kernel (fit_gaussian) '
+                                'sparse, spectral, lrscale: JSON {name: estimate_kernel '
+                                '(fit_gaussian) '
                                 'keyword overrides}; with more than one, spectral names start '
                                 'with the variant name.')
 _EVAL_DIR = flags.DEFINE_list('eval_dir', [],
                               'evaluate.py output folders (projection, refit, shrink, blend, inr, '
-                              'tv, spectral); '
+                              'tv, spectral; optional for lrscale); '
                               'a case is read from the first that has it.')
 _METHOD = flags.DEFINE_string('method', 'kernelfusion',
                               'shrink, blend, tv, spectral, inr: the method in --eval_dir whose '
@@ -144,6 +155,8 @@ _SIGMAS = flags.DEFINE_list('sigmas', ['1', '1.5', '2', '2.5', '3', '4'],
                             'Gaussian std devs in HR pixels (gaussian).')
 _REGS = flags.DEFINE_list('regs', ['0.001', '0.01', '0.03', '0.1', '0.3'],
                           'BP regularisers λ (relative, as in back_projection).')
+_LR_SUPPORT = flags.DEFINE_integer('lr_support', 11, 'lrscale: the LR-scale kernel support '
+                                   '(LR pixels, odd).')
 _OUT = flags.DEFINE_string('out', None, 'JSON file with every per-case value.')
 
 
@@ -261,6 +274,29 @@ def case_settings(study, case, lr01, gt_kernel, scale, hr01, variants=None):
       for reg in regs:
         out[f'{name}_bp_reg_{reg:g}'] = degradation.back_projection(lr01, k, scale, reg=reg)
     return out
+  if study == 'lrscale':
+    n, size = _LR_SUPPORT.value, gt_kernel.shape[0]
+    lift = lambda k_lr: kernels.align_for_scale(kernels.lift_lr_kernel(k_lr, scale), size, scale,
+                                                max_loss=1.0)
+    y, h = sparse_kernel.luma(lr01), scale // 2        # block means in the LR grid's phase
+    x = np.pad(sparse_kernel.luma(hr01), ((h, scale - h),) * 2, mode='symmetric')
+    means = x[:y.shape[0] * scale, :y.shape[1] * scale].reshape(
+        y.shape[0], scale, y.shape[1], scale).mean((1, 3))
+    lr_kernels = {'gt_lr_blocks': kernels.to_lr_scale(gt_kernel, scale),
+                  'oracle_lr': sparse_kernel.fit_kernel_gradients(means, y, 1, n)}
+    for name, overrides in variants.items():
+      lr_kernels[name] = sparse_kernel.estimate_kernel(lr01, 1, n, **overrides)
+    hr_kernels = {}
+    if _EVAL_DIR.value:                                # and --method's saved kernel, as saved
+      saved = np.load(os.path.join(case_dir(case['id'], _METHOD.value), 'kernel.npy'))
+      hr_kernels[_METHOD.value] = saved                # and through its LR blocks
+      lr_kernels[f'{_METHOD.value}_lr_blocks'] = kernels.to_lr_scale(saved, scale)
+    hr_kernels.update({name: lift(k_lr) for name, k_lr in lr_kernels.items()})
+    for name, k in hr_kernels.items():
+      out[f'{name}_nerr'] = metrics.kernel_metrics(k, gt_kernel)['kernel_nerr']
+      tv_settings(out, f'{name}_', k, lr01, scale, regs)
+    tv_settings(out, 'gt_', gt_kernel, lr01, scale, regs)
+    return out
   if study == 'shrink':
     kernel = np.load(os.path.join(case_dir(case['id'], _METHOD.value), 'kernel.npy'))
     (gt_minor, gt_major), _ = kernels.principal_spread(gt_kernel)
@@ -371,6 +407,7 @@ def main(argv):
   manifest = evaluation.load_benchmark(_BENCH.value)
   scale = manifest['scale']
   methods = {'shrink': [_METHOD.value], 'inr': [_METHOD.value], 'ensemble': [_METHOD.value],
+             'lrscale': [_METHOD.value],
              'blend': [_METHOD.value, _BLEND_WITH.value],
              'tv': [_METHOD.value] + ([_BLEND_WITH.value] if _KERNEL_BLEND.value > 0 else [])}
   methods['spectral'] = methods['tv']
@@ -385,8 +422,9 @@ def main(argv):
     sys.exit(f'bp_study: error: --weights: expected numbers in [0, 1], got {_WEIGHTS.value}')
   rows = {}
   for case in manifest['cases']:
-    if _STUDY.value not in _SELF_CONTAINED and any(case_dir(case['id'], m) is None
-                                                    for m in methods):
+    needs_saved = _STUDY.value not in _SELF_CONTAINED or (_STUDY.value == 'lrscale'
+                                                          and _EVAL_DIR.value)
+    if needs_saved and any(case_dir(case['id'], m) is None for m in methods):
       continue
     if _STUDY.value == 'ensemble' and not all(os.path.isfile(os.path.join(
         evaluation.method_dir(root, case['id'], _METHOD.value), 'hr.png'))
