@@ -108,7 +108,7 @@ _STUDY = flags.DEFINE_enum('study', 'gaussian',
                            ['gaussian', 'projection', 'refit', 'sparse', 'perturb', 'shrink',
                             'blend', 'tv', 'spectral', 'inr', 'ensemble', 'lrscale'],
                            'Which study.')
-_SELF_CONTAINED = ('gaussian', 'sparse', 'perturb', 'lrscale')   # the studies that need no --eval_dir
+_SELF_CONTAINED = ('gaussian', 'sparse', 'perturb', 'lrscale')   # need no --eval_dir
 _VARIANTS = flags.DEFINE_string('variants', '{"default": {}}',
                                 'sparse, spectral, lrscale: JSON {name: estimate_kernel '
                                 '(fit_gaussian) '
