@@ -66,6 +66,30 @@ def get_config(arg=None):
                                  #   (in [−1, 1] grid units; 0 = none) [default]
   c.kernel.prior_floor = -3.0    # the prior's logit far from the centre (see KernelINR) [default]
 
+  c.kernel_source = 'inr'        # where the returned kernel comes from: 'inr': Phase 2's kernel
+                                 #   INR (the paper; see phase2.kernel_blend); 'lrdip': a deep-
+                                 #   image-prior blind deblurring of the LR image itself at the LR
+                                 #   grid's scale (kfjax.dip_kernel; ours), both phases skipped,
+                                 #   then the final step (phase2.final_bp_reg, final_tv),
+                                 #   unless the estimate never narrowed (lrdip.max_spread)
+                                 #   [default 'inr' in every variant: 'lrdip' gained +0.46 and
+                                 #   +0.19 dB over it on the two sets it was tuned on, but lost
+                                 #   0.30 on a held-out one (cpu variant; docs/results.md)]
+  c.lrdip = ml_collections.ConfigDict()    # kernel_source 'lrdip' (kfjax.dip_kernel)
+  c.lrdip.steps = 1500           # Adam steps, ~35 s for 64×64 LR px on a 2-core CPU [default;
+                                 #   800 and 3000 scored lower on blind144 crop mini]
+  c.lrdip.lr_image = 2e-3        # Adam learning rate of the image U-Net [default; 1e-3 the same]
+  c.lrdip.lr_kernel = 1e-2       # Adam learning rate of the kernel's logits [default; 3e-3 and
+                                 #   3e-2 scored 0.8 and 0.5 dB lower on blind144 crop mini]
+  c.lrdip.width = 64             # channels per level of the image U-Net [default]
+  c.lrdip.levels = 4             # its ×2 levels [default]
+  c.lrdip.window = 64            # estimate on the centre window×window LR px at most (0 = all)
+                                 #   [default: the size it was tuned on]
+  c.lrdip.max_spread = 0.95      # use the estimate only if its major σ is at most this fraction
+                                 #   of a uniform K×K kernel's (dip_kernel.spread_ratio; 1 = it
+                                 #   never narrowed from its uniform start); else the phases run
+                                 #   [default; every estimate above it was far off: results.md]
+
   c.phase2 = ml_collections.ConfigDict()   # Phase 2: reverse diffusion at HR size
   c.phase2.mode = 'full'         # 'full' | 'pd_unet' | 'unet_only' | 'dip' (paper Table 3), or
                                  #   'unet_pd' (ours: x̂0 is the PD's estimate, no 2nd U-Net)
@@ -179,6 +203,9 @@ def get_config(arg=None):
     c.phase2.lr = 1e-3
     c.phase2.lr_kernel = 1e-3
     c.phase2.chunk = 2
+    c.lrdip.steps = 20
+    c.lrdip.width = 8
+    c.lrdip.levels = 2
     c.demo.hr_size = 128
   else:
     raise ValueError(f"unknown variant {variant!r} of configs/x4.py (use '', 'cpu' or 'tiny')")

@@ -6,8 +6,8 @@ For each LR image, ``OUT/<stem>/`` receives ``hr.png``, ``kernel.npy``,
 (x̂0 before the final back-projection, when ``phase2.final_bp_reg`` > 0; with
 ``io.kernel_crop`` it covers the centre window that set the kernel),
 ``kernel_inr.npy`` (the INR's own kernel, when ``phase2.kernel_blend`` > 0) and
-``checkpoints/`` (none of the last four where ``phase2.gaussian_test`` skipped the
-phases). ``metrics.json`` is
+``checkpoints/`` (none of the last four where ``phase2.gaussian_test`` or
+``kernel_source = 'lrdip'`` skipped the phases). ``metrics.json`` is
 written last, so its presence marks a finished image; such an image is skipped
 unless ``overwrite`` is set. A folder run also writes ``OUT/summary.csv``.
 """
@@ -77,6 +77,14 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
        f'phase2.gaussian_test must be ≤ 0 (0 = off), got {config.phase2.gaussian_test}')
   need(config.phase2.gaussian_tv > 0,
        f'phase2.gaussian_tv must be > 0, got {config.phase2.gaussian_tv}')
+  need(config.kernel_source in ('inr', 'lrdip'),
+       f"kernel_source {config.kernel_source!r} is not one of inr, lrdip")
+  need(config.kernel_source != 'lrdip' or (config.phase2.final_bp_reg > 0
+                                           and config.phase2.final_bp_from == 'bicubic'),
+       "kernel_source 'lrdip' needs phase2.final_bp_reg > 0 and phase2.final_bp_from 'bicubic'")
+  need(config.lrdip.window >= 0, f'lrdip.window must be ≥ 0, got {config.lrdip.window}')
+  need(config.lrdip.max_spread > 0,
+       f'lrdip.max_spread must be > 0, got {config.lrdip.max_spread}')
   need(config.io.kernel_crop >= 0, f'io.kernel_crop must be ≥ 0, got {config.io.kernel_crop}')
   need(config.io.kernel_crop == 0 or (config.phase2.final_bp_reg > 0
                                       and config.phase2.final_bp_from == 'bicubic'),
@@ -85,7 +93,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
        f'io.kernel_crop must be 0 or ≥ {min_lr_side(config)} LR px for this config, '
        f'got {config.io.kernel_crop}')
   for name in ('pd.steps', 'pd.batch', 'pd.chunk', 'phase2.stride', 'phase2.n_iter',
-               'phase2.n_iter_first', 'phase2.chunk'):
+               'phase2.n_iter_first', 'phase2.chunk', 'lrdip.steps', 'lrdip.width',
+               'lrdip.levels'):
     sec, field = name.split('.')
     need(config[sec][field] >= 1, f'{name} must be ≥ 1, got {config[sec][field]}')
 

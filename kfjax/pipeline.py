@@ -24,7 +24,8 @@ import numpy as np
 import optax
 from absl import logging
 
-from kfjax import batching, degradation, diffusion, io, kernels, phase1, phase2, sparse_kernel
+from kfjax import (batching, degradation, diffusion, dip_kernel, io, kernels, phase1, phase2,
+                   sparse_kernel)
 from kfjax import spectral_kernel
 from kfjax.checkpoint import StateCheckpointer
 from kfjax.models import KernelINR, PatchDiffusion, UNet, render_kernel
@@ -343,13 +344,62 @@ def gaussian_shortcut(full01, window, config, log: Callable = logging.info):
   if gauss is None:
     return None, test
   hr = final_projection(None, full01, gauss, config, gaussian=True)
+  return (hr, gauss, _skipped_phases(time.time() - t0, window, gaussian_test=test)), test
+
+
+def _skipped_phases(seconds: float, window, **phase2_info) -> dict:
+  """:func:`super_resolve`'s ``info`` for a run that skipped both phases."""
   info = {'backend': jax.default_backend(), 'device': str(jax.devices()[0]),
           'phase1': {'steps': 0, 'seconds': 0.0, 'skipped': True},
-          'phase2': {'timesteps': 0, 'inner_steps': 0, 'seconds': time.time() - t0,
-                     'skipped': True, 'gaussian_test': test}}
+          'phase2': {'timesteps': 0, 'inner_steps': 0, 'seconds': seconds, 'skipped': True,
+                     **phase2_info}}
   if window is not None:
     info['kernel_window'] = list(window)
-  return (hr, gauss, info), test
+  return info
+
+
+def lrdip_kernel(lr01, config) -> np.ndarray:
+  """``kernel_source = 'lrdip'``: :func:`kfjax.dip_kernel.estimate_kernel` with the
+  ``lrdip`` settings and ``config.seed``; a (kernel.size, kernel.size) kernel."""
+  c = config.lrdip
+  return dip_kernel.estimate_kernel(lr01, config.scale, config.kernel.size, steps=c.steps,
+                                    lr_image=c.lr_image, lr_kernel=c.lr_kernel, width=c.width,
+                                    levels=c.levels, window=c.window, seed=config.seed)
+
+
+def lrdip_shortcut(full01, window, config, log: Callable = logging.info):
+  """``kernel_source = 'lrdip'``: the LR-scale DIP kernel, and the phases skipped if it holds.
+
+  The kernel is :func:`lrdip_kernel` of the LR image (its centre ``lrdip.window``
+  px at most). Where it narrowed from its uniform start
+  (:func:`kfjax.dip_kernel.spread_ratio` ≤ ``lrdip.max_spread``), both phases
+  are skipped and the output is the final step with it on the whole image
+  (:func:`final_projection` from the bicubic upscale); otherwise the phases run
+  as with ``kernel_source = 'inr'``.
+
+  Returns ``(result, test)``: ``test`` holds the spread ratio, the decision and
+  the seconds; ``result`` is ``(hr, kernel, info)`` in :func:`super_resolve`'s
+  form, or None where the phases must run.
+  """
+  if config.phase2.final_bp_reg <= 0 or config.phase2.final_bp_from != 'bicubic':
+    raise ValueError("kernel_source 'lrdip' needs phase2.final_bp_reg > 0 and final_bp_from "
+                     "'bicubic' (there is no diffusion output to start from)")
+  t0 = time.time()
+  c = config.lrdip
+  log(f'Kernel: LR-scale deep-image-prior deblurring (kernel_source lrdip; {c.steps} steps on '
+      f'the centre {c.window or "all"} LR px)')
+  kernel = lrdip_kernel(full01, config)
+  ratio = dip_kernel.spread_ratio(kernel)
+  test = {'spread_ratio': ratio, 'used': ratio <= c.max_spread, 'seconds': time.time() - t0}
+  if not test['used']:
+    log(f'Kernel: the LR-scale estimate is as spread as its uniform start (spread ratio '
+        f'{ratio:.2f} > lrdip.max_spread {c.max_spread:g}), so the phases estimate it')
+    return None, test
+  log(f'Kernel: estimated in {test["seconds"]:.1f} s (spread ratio {ratio:.2f}); both phases '
+      'skipped, final step on the whole image')
+  hr = final_projection(None, full01, kernel, config)
+  return (hr, kernel, _skipped_phases(time.time() - t0, window, kernel_source='lrdip',
+                                      lrdip=test)), test
 
 
 def final_projection(hr01, lr01, kernel, config, *, gaussian: bool = False) -> np.ndarray:
@@ -541,7 +591,10 @@ def super_resolve(lr01, config: ml_collections.ConfigDict, *, kernel=None,
     it, and ``hr`` is the whole image back-projected with the kernel. With
     ``phase2.gaussian_test`` (:func:`gaussian_shortcut`) the test runs first
     and ``info['phase2']['gaussian_test']`` holds it; where it says Gaussian,
-    both phases are skipped (``info['phase1']['skipped']``).
+    both phases are skipped (``info['phase1']['skipped']``). With
+    ``kernel_source = 'lrdip'`` (:func:`lrdip_shortcut`) they are skipped too
+    where the LR-scale DIP kernel narrowed (``info['phase2']['kernel_source']``
+    is then ``'lrdip'``); ``info['phase2']['lrdip']`` holds its test.
   """
   full01 = np.asarray(lr01, np.float32)
   lr01, window = kernel_window(full01, config)
@@ -552,6 +605,11 @@ def super_resolve(lr01, config: ml_collections.ConfigDict, *, kernel=None,
   test = {}
   if kernel is None and config.phase2.gaussian_test < 0:
     shortcut, test = gaussian_shortcut(full01, window, config, log)
+    if shortcut is not None:
+      return shortcut
+  lrdip = {}
+  if kernel is None and config.kernel_source == 'lrdip':
+    shortcut, lrdip = lrdip_shortcut(full01, window, config, log)
     if shortcut is not None:
       return shortcut
   padded01, valid_hw = pad_to_bucket(lr01, config.io.size_bucket)
@@ -595,6 +653,8 @@ def super_resolve(lr01, config: ml_collections.ConfigDict, *, kernel=None,
                                             kernel=kernel, valid_hw=valid_hw, ckpt=ck2, log=log)
     if test:
       info['phase2']['gaussian_test'] = test
+    if lrdip:
+      info['phase2']['lrdip'] = lrdip
     if window is not None:
       info['kernel_window'] = list(window)
       hr = final_projection(None, full01, kernel, config)
@@ -639,7 +699,10 @@ def super_resolve_batch(lr01s, config: ml_collections.ConfigDict, *,
   outputs up to float rounding of the batched convolutions. With
   ``phase2.gaussian_test`` the test runs first on every case, as there: the
   cases it calls Gaussian get their spectral kernel's TV SR, and the phases run
-  batched on the others only (none, if all are Gaussian). With several local
+  batched on the others only (none, if all are Gaussian). With
+  ``kernel_source = 'lrdip'`` each other case gets :func:`lrdip_shortcut`, one
+  by one, and the phases run batched on those where it falls back. With several
+  local
   devices, the cases are split over them (:mod:`kfjax.batching`). No
   checkpoints are written.
 
@@ -659,11 +722,16 @@ def super_resolve_batch(lr01s, config: ml_collections.ConfigDict, *,
   t0 = time.time()
   shortcuts = [gaussian_shortcut(lr, window, config, log)[0] if config.phase2.gaussian_test < 0
                else None for lr in full01s]
-  rest = [i for i, sc in enumerate(shortcuts) if sc is None]
-  info: dict = {'backend': jax.default_backend(), 'cases': n,
-                'gaussian_cases': [i for i, sc in enumerate(shortcuts) if sc is not None],
+  gaussian_cases = [i for i, sc in enumerate(shortcuts) if sc is not None]
+  info: dict = {'backend': jax.default_backend(), 'cases': n, 'gaussian_cases': gaussian_cases,
                 'devices': 1, 'phase1_seconds': 0.0, 'phase2_seconds': 0.0,
                 'gaussian_test_seconds': time.time() - t0}
+  if config.kernel_source == 'lrdip':   # one by one, as super_resolve; the fallbacks join `rest`
+    t0 = time.time()
+    shortcuts = [sc or lrdip_shortcut(lr, window, config, log)[0]
+                 for sc, lr in zip(shortcuts, full01s)]
+    info['lrdip_seconds'] = time.time() - t0
+  rest = [i for i, sc in enumerate(shortcuts) if sc is None]
   if len(rest) < n:
     log(f'Gaussian-blur test: {n - len(rest)} of {n} cases Gaussian; the phases run on the '
         f'other {len(rest)}')

@@ -11,7 +11,7 @@ import skimage.data
 from absl.testing import absltest
 
 from configs import x4
-from kfjax import degradation, kernels, pipeline, spectral_kernel
+from kfjax import degradation, dip_kernel, kernels, pipeline, spectral_kernel
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -76,6 +76,30 @@ class BatchTest(absltest.TestCase):
     np.testing.assert_allclose(ks[1:], self.kernels[:2], atol=1e-6)
     _, _, only = pipeline.super_resolve_batch(lrs[:1], config, log=lambda m: None)
     self.assertEqual((only['gaussian_cases'], only['phase1_seconds']), ([0], 0.0))
+
+  def test_lrdip_cases_one_by_one(self):
+    """kernel_source 'lrdip': each case gets its one-by-one lrdip output; the phases run
+    batched on the cases whose estimate it rejects only, with their one-by-one outputs."""
+    config = _config()[0]
+    config.update_from_flattened_dict({'kernel_source': 'lrdip', 'lrdip.steps': 4,
+                                       'lrdip.width': 8, 'lrdip.levels': 2,
+                                       'lrdip.max_spread': 10.0})
+    hrs, ks, info = pipeline.super_resolve_batch(self.lrs[:2], config, log=lambda m: None)
+    self.assertEqual(info['phase1_seconds'], 0.0)
+    for i in range(2):
+      hr, k, _ = pipeline.super_resolve(self.lrs[i], config, log=lambda m: None)
+      np.testing.assert_array_equal(hrs[i], hr)
+      np.testing.assert_array_equal(ks[i], k)
+    ratios = [dip_kernel.spread_ratio(pipeline.lrdip_kernel(lr, config)) for lr in self.lrs[:2]]
+    config.lrdip.max_spread = (ratios[0] + ratios[1]) / 2   # one case kept, one rejected
+    keep, drop = np.argsort(ratios)
+    self.assertLess(ratios[keep], ratios[drop])
+    hrs, ks, info = pipeline.super_resolve_batch(self.lrs[:2], config, log=lambda m: None)
+    self.assertGreater(info['phase1_seconds'], 0.0)
+    np.testing.assert_allclose(hrs[drop], self.hrs[drop], atol=1e-5)   # the phases' output
+    np.testing.assert_allclose(ks[drop], self.kernels[drop], atol=1e-6)
+    hr, _, _ = pipeline.super_resolve(self.lrs[keep], config, log=lambda m: None)
+    np.testing.assert_array_equal(hrs[keep], hr)
 
   def test_sharded_over_four_devices_equals_one_device(self):
     with tempfile.TemporaryDirectory() as tmp:

@@ -10,7 +10,7 @@ import optax
 import skimage.data
 
 from configs import x4
-from kfjax import (degradation, diffusion, kernels, metrics, phase1, phase2, pipeline,
+from kfjax import (degradation, diffusion, dip_kernel, kernels, metrics, phase1, phase2, pipeline,
                    sparse_kernel, spectral_kernel)
 from kfjax.models import KernelINR, PatchDiffusion, UNet, render_kernel
 
@@ -471,6 +471,39 @@ class PipelineTest(absltest.TestCase):
     self.assertEqual(info2['phase1']['steps'], 10)
     self.assertGreater(info2['phase2']['inner_steps'], 0)
     self.assertGreater(np.abs(k2 - fit).max(), 1e-3)
+
+  def test_lrdip_kernel_source(self):
+    """kernel_source 'lrdip': where the LR-scale kernel narrowed, no phase runs, the kernel is
+    pipeline.lrdip_kernel of the whole LR and the output the whole image's final step with it;
+    where it did not (spread ratio > lrdip.max_spread), the run is kernel_source 'inr''s."""
+    config = x4.get_config('tiny')
+    config.update_from_flattened_dict({'kernel_source': 'lrdip', 'lrdip.steps': 8,
+                                       'lrdip.width': 8, 'lrdip.levels': 2, 'lrdip.window': 24,
+                                       'lrdip.max_spread': 10.0, 'pd.steps': 10, 'pd.chunk': 5,
+                                       'io.kernel_crop': 16, 'phase2.final_tv': 1e-3})
+    lr = np.asarray(degradation.downscale(_astronaut(96)[:, :80], kernels.l_shape(9), 4))
+    hr, k, info = pipeline.super_resolve(lr, config, log=lambda m: None)
+    self.assertTrue(info['phase1']['skipped'])
+    self.assertEqual(info['phase2']['inner_steps'], 0)
+    self.assertEqual(info['phase2']['kernel_source'], 'lrdip')
+    want = pipeline.lrdip_kernel(lr, config)
+    np.testing.assert_array_equal(k, want)
+    np.testing.assert_allclose(hr, pipeline.final_projection(None, lr, want, config), atol=1e-6)
+    self.assertEqual(hr.shape, (96, 80, 3))
+    ratio = info['phase2']['lrdip']['spread_ratio']
+    self.assertAlmostEqual(ratio, dip_kernel.spread_ratio(want))
+    config.lrdip.max_spread = ratio - 1e-3            # just misses: the phases run, as 'inr'
+    hr2, k2, info2 = pipeline.super_resolve(lr, config, log=lambda m: None)
+    self.assertFalse(info2['phase2']['lrdip']['used'])
+    self.assertEqual(info2['phase1']['steps'], 10)
+    config.kernel_source = 'inr'
+    hr3, k3, _ = pipeline.super_resolve(lr, config, log=lambda m: None)
+    np.testing.assert_array_equal(k2, k3)
+    np.testing.assert_array_equal(hr2, hr3)
+    config.update_from_flattened_dict({'kernel_source': 'lrdip', 'phase2.final_bp_from': 'x0',
+                                       'io.kernel_crop': 0})
+    with self.assertRaisesRegex(ValueError, 'lrdip'):   # no x̂0 to start from: a clear error
+      pipeline.super_resolve(lr, config, log=lambda m: None)
 
   def test_kernel_blend_mixes_the_inr_and_l0_kernels(self):
     """phase2.kernel_blend: the returned kernel is the mixture of the INR's (the diffusion is

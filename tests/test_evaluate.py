@@ -150,7 +150,7 @@ class EvaluateTest(absltest.TestCase):
       self.assertGreater(by[c['id'], 'bp_gt'], by[c['id'], 'bicubic'] + 0.3)
 
   def test_classical_references(self):
-    for method in ('sparse_bp', 'spectral_bp'):
+    for method in ('sparse_bp', 'spectral_bp', 'lrdip_bp'):
       out = os.path.join(self.root, 'out_' + method)
       r = evaluation.evaluate(self.bench, self.config, out, methods=[method])
       for c in r['cases']:
@@ -165,6 +165,21 @@ class EvaluateTest(absltest.TestCase):
         changed.phase2[field] = value
         self.assertNotEqual(evaluation.config_digest(self.config, method),
                             evaluation.config_digest(changed, method))
+    changed = self.config.copy_and_resolve_references()
+    changed.lrdip.steps += 1                      # lrdip_bp's settings are the config's
+    self.assertNotEqual(evaluation.config_digest(self.config, 'lrdip_bp'),
+                        evaluation.config_digest(changed, 'lrdip_bp'))
+    self.assertEqual(evaluation.config_digest(self.config, 'sparse_bp'),
+                     evaluation.config_digest(changed, 'sparse_bp'))
+
+  def test_ablations_are_of_the_diffusion(self):
+    config = self.config.copy_and_resolve_references()
+    config.kernel_source = 'lrdip'
+    self.assertEqual(evaluation.method_config(config, 'kernelfusion').kernel_source, 'lrdip')
+    for method in ('pd_unet', 'unet_only', 'dip', 'kf_gtk'):
+      cfg = evaluation.method_config(config, method)
+      self.assertEqual((cfg.kernel_source, cfg.phase2.mode),
+                       ('inr', evaluation.KERNEL_METHODS[method]))
 
   def test_markdown(self):
     with open(os.path.join(self.out, 'results.md')) as f:
