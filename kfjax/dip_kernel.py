@@ -53,9 +53,9 @@ def lr_support(size: int, scale: int) -> int:
 
 
 @functools.lru_cache(maxsize=8)
-def _step_fn(shape, n: int, width: int, levels: int, lr_image: float, lr_kernel: float,
+def _step_fn(n: int, width: int, levels: int, lr_image: float, lr_kernel: float,
              reg_noise: float):
-  """(init, step) for one LR shape and setting; jitted once per setting."""
+  """(init, step) for one setting, jitted (once per setting and LR shape)."""
   net = models.UNet(features=(width,) * levels, skip=16, out_channels=3, residual=False)
   opt = optax.multi_transform({'image': optax.adam(lr_image), 'kernel': optax.adam(lr_kernel)},
                               {'image': 'image', 'kernel': 'kernel'})
@@ -76,7 +76,6 @@ def _step_fn(shape, n: int, width: int, levels: int, lr_image: float, lr_kernel:
     updates, opt_state = opt.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), opt_state, loss
 
-  del shape                                     # part of the cache key only
   return jax.jit(init), step
 
 
@@ -114,7 +113,7 @@ def estimate_lr_kernel(lr01, n: int, *, steps: int = DEFAULTS['steps'],
   key = jax.random.PRNGKey(seed)
   k_init, k_noise, k_steps = jax.random.split(key, 3)
   noise = 0.1 * jax.random.uniform(k_noise, y.shape[:3] + (noise_channels,))
-  init, step = _step_fn(y.shape, n, width, levels, lr_image, lr_kernel, reg_noise)
+  init, step = _step_fn(n, width, levels, lr_image, lr_kernel, reg_noise)
   params, opt_state = init(k_init, noise)
   loss = jnp.nan
   for i in range(steps):

@@ -88,7 +88,7 @@ class DipKernelTest(absltest.TestCase):
   def test_one_compilation_per_setting(self):
     y = np.asarray(degradation.downscale(_rectangles(3, 24), _line().astype(np.float32), 1))
     dip_kernel.estimate_lr_kernel(y, 5, steps=3, **_SMALL)
-    _, step = dip_kernel._step_fn((1, 24, 24, 3), 5, 16, 3, *(
+    _, step = dip_kernel._step_fn(5, 16, 3, *(
         dip_kernel.DEFAULTS[k] for k in ('lr_image', 'lr_kernel', 'reg_noise')))
     before = step._cache_size()
     dip_kernel.estimate_lr_kernel(y, 5, steps=5, seed=1, **_SMALL)
