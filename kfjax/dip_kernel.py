@@ -23,9 +23,12 @@ fitted jointly by Adam to ``min ‖downscale(z, k, 1) − y‖²``
 model's). The uniform start makes the early z sharper than y; the kernel then
 narrows to the blur. The final LR kernel is lifted to the HR grid and centred
 for the scale (:func:`estimate_kernel`). Where it never narrows, it is not
-used (:func:`spread_ratio`). About 30 s for a 64×64 LR window on a
+used (:func:`spread_ratio`). About 35 s for a 64×64 LR window on a
 2-core CPU (1500 steps). The settings were chosen on blind144 crop mini by the
-mean over its 12 cases and confirmed on div2kfk (docs/results.md).
+mean over its 12 cases. The estimator finds some motion paths that the
+diffusion misses, but it is unreliable: it lost to the committed pipeline on a
+held-out set, so no config uses it by default (docs/results.md, "A kernel at
+the LR grid's scale from a deep image prior").
 """
 
 from __future__ import annotations
