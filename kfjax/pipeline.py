@@ -702,8 +702,7 @@ def super_resolve_batch(lr01s, config: ml_collections.ConfigDict, *,
   batched on the others only (none, if all are Gaussian). With
   ``kernel_source = 'lrdip'`` each other case gets :func:`lrdip_shortcut`, one
   by one, and the phases run batched on those where it falls back. With several
-  local
-  devices, the cases are split over them (:mod:`kfjax.batching`). No
+  local devices, the cases are split over them (:mod:`kfjax.batching`). No
   checkpoints are written.
 
   Args:
@@ -714,7 +713,9 @@ def super_resolve_batch(lr01s, config: ml_collections.ConfigDict, *,
 
   Returns:
     ``(hrs, kernels, info)``: (N, h·s, w·s, 3), (N, K, K) and per-phase timings;
-    ``info['gaussian_cases']`` lists the cases the test switched.
+    ``info['gaussian_cases']`` lists the cases the test switched (and, with
+    ``kernel_source = 'lrdip'``, ``info['lrdip_seconds']`` is the time spent on the
+    DIP kernels).
   """
   full01s = np.asarray(lr01s, np.float32)
   n = full01s.shape[0]
@@ -733,8 +734,8 @@ def super_resolve_batch(lr01s, config: ml_collections.ConfigDict, *,
     info['lrdip_seconds'] = time.time() - t0
   rest = [i for i, sc in enumerate(shortcuts) if sc is None]
   if len(rest) < n:
-    log(f'Gaussian-blur test: {n - len(rest)} of {n} cases Gaussian; the phases run on the '
-        f'other {len(rest)}')
+    log(f'{len(gaussian_cases)} of {n} cases Gaussian, {n - len(rest) - len(gaussian_cases)} '
+        f'with an LR-scale DIP kernel; the phases run on the other {len(rest)}')
   hrs = np.zeros((n,) + tuple(np.multiply(full01s.shape[1:3], config.scale)) + (3,), np.float32)
   ks = np.zeros((n, config.kernel.size, config.kernel.size), np.float32)
   for i, sc in enumerate(shortcuts):
