@@ -34,10 +34,10 @@ Methods (:data:`METHODS`):
   same final step. It shows what the spectrum alone says about the kernel.
 * ``lrdip_bp`` (ours, not the paper's): the LR-scale kernel of a deep-image-prior
   deblurring of the LR image itself (:func:`kfjax.pipeline.lrdip_kernel`, with
-  the config's ``lrdip`` settings and seed; ~30 s for 64×64 LR px on a 2-core
-  CPU), lifted to the HR grid, then the same final step. With
+  the config's ``lrdip`` settings and seed; ~35 s for 64×64 LR px on a 2-core
+  CPU), lifted to the HR grid, then the same final step, always. With
   ``kernel_source = 'lrdip'`` it is ``kernelfusion``'s output wherever the
-  Gaussian-blur test does not fire.
+  Gaussian-blur test does not fire and the kernel narrowed (``lrdip.max_spread``).
 * ``bp_est``: back-projection with the kernel that ``kernelfusion`` estimated for
   the same case (read from ``cases/<id>/kernelfusion/kernel.npy``, so
   kernelfusion must have finished for that case, in this run or an earlier one).
