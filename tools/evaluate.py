@@ -11,7 +11,7 @@ same case), the ablations pd_unet, unet_only, dip (the config's
 phase2.mode), the oracle kf_gtk, two classical references, sparse_bp (an L0
 sparse-gradient kernel estimate) and spectral_bp (the Gaussian kernel that best
 explains the LR power spectrum), seconds per case, and lrdip_bp (the LR-scale kernel
-of a deep-image-prior deblurring of the LR, kfjax.dip_kernel; ~30 s per 64×64 LR
+of a deep-image-prior deblurring of the LR, kfjax.dip_kernel; ~35 s per 64×64 LR
 case on a CPU), each then kernelfusion's final step. Within a case they run in the
 order bicubic, bp_gt, kernelfusion, bp_est, pd_unet, unet_only, dip, kf_gtk,
 sparse_bp, spectral_bp, lrdip_bp.
