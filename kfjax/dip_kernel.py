@@ -73,8 +73,8 @@ def _step_fn(n: int, width: int, levels: int, lr_image: float, lr_kernel: float,
     return jnp.mean((degradation.downscale(z, k, 1) - y) ** 2)
 
   @functools.partial(jax.jit, donate_argnums=(0, 1))
-  def step(params, opt_state, noise, y, key):
-    noisy = noise + reg_noise * jax.random.normal(key, noise.shape)
+  def step(params, opt_state, noise, y, key, i):
+    noisy = noise + reg_noise * jax.random.normal(jax.random.fold_in(key, i), noise.shape)
     loss, grads = jax.value_and_grad(loss_fn)(params, noisy, y)
     updates, opt_state = opt.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), opt_state, loss
@@ -120,7 +120,7 @@ def estimate_lr_kernel(lr01, n: int, *, steps: int = DEFAULTS['steps'],
   params, opt_state = init(k_init, noise)
   loss = jnp.nan
   for i in range(steps):
-    params, opt_state, loss = step(params, opt_state, noise, y, jax.random.fold_in(k_steps, i))
+    params, opt_state, loss = step(params, opt_state, noise, y, k_steps, i)
   k = np.asarray(jax.nn.softmax(params['kernel'].ravel()), np.float64).reshape(n, n)
   return k / k.sum(), float(loss)
 
