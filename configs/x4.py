@@ -72,9 +72,10 @@ def get_config(arg=None):
                                  #   grid's scale (kfjax.dip_kernel; ours), both phases skipped,
                                  #   then the final step (phase2.final_bp_reg, final_tv),
                                  #   unless the estimate never narrowed (lrdip.max_spread)
-                                 #   [default 'inr' in every variant: 'lrdip' gained +0.46 and
-                                 #   +0.19 dB over it on the two sets it was tuned on, but lost
-                                 #   0.30 on a held-out one (cpu variant; docs/results.md)]
+                                 #   [default 'inr' in every variant: averaged over 3 seeds,
+                                 #   'lrdip' gained +0.41 dB over it on the crop set it was tuned
+                                 #   on and lost 0.13 and 0.18 on two others; at full size it
+                                 #   tied on a held-out set (cpu variant; docs/results.md)]
   c.lrdip = ml_collections.ConfigDict()    # kernel_source 'lrdip' (kfjax.dip_kernel)
   c.lrdip.steps = 1500           # Adam steps, ~35 s for 64×64 LR px on a 2-core CPU [default;
                                  #   800 and 3000 scored lower on blind144 crop mini]
