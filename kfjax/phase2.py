@@ -86,7 +86,10 @@ def init_state(unet: UNet, inr: KernelINR, optimizer, key, lr_image, *, scale: i
   """
   k_unet, k_inr, k_noise = jax.random.split(key, 3)
   hr0 = degradation.bicubic_upscale(lr_image, scale)[None]
-  unet_params = models.jit_init(unet)(k_unet, hr0)
+  # The U-Net is fully convolutional: its params depend on the channels only, so a small
+  # input gives the same params and one compiled init serves every image size.
+  tile = 2 ** len(unet.features)
+  unet_params = models.jit_init(unet)(k_unet, jnp.zeros((1, tile, tile, hr0.shape[-1])))
   inr_params = models.jit_init(inr)(k_inr, jnp.zeros((1, 2)))
   noise = (0.1 * jax.random.normal(k_noise, hr0.shape) if mode == 'dip'
            else jnp.zeros((1, 1, 1, 1)))

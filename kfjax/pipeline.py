@@ -451,11 +451,12 @@ def precompile_phase2(lr, config, *, known: bool = False,
   seconds it took (0 when there is nothing to do).
 
   Only the ``scan`` driver has whole-chunk programs to compile; with ``loop`` (the CPU
-  default) this returns at once. Everything is abstract (shapes and dtypes, from
-  :func:`jax.eval_shape`): no device memory is used and no Phase-1 result is needed, so
-  :func:`super_resolve` runs this in a thread while Phase 1 trains. The later calls of
-  :func:`run_phase2` then find their programs compiled in this process (tested: they
-  compile nothing). ``known``: the run is given a kernel (non-blind).
+  default) this returns at once. No Phase-1 result is needed (the PD params are shapes
+  from :func:`jax.eval_shape`), so :func:`super_resolve` runs this in a thread while Phase 1
+  trains. It also builds one initial state (:func:`kfjax.phase2.init_state`, then
+  dropped), which compiles the initialisers. The later calls of :func:`run_phase2` then find
+  their programs compiled in this process (tested: they compile nothing). ``known``: the
+  run is given a kernel (non-blind).
   """
   c = config.phase2
   models, optimizer, run, schedule, driver = _phase2_fns(
@@ -475,9 +476,9 @@ def precompile_phase2(lr, config, *, known: bool = False,
       kernel=jax.ShapeDtypeStruct((size, size), jnp.float32) if known else None,
       lr_mask=None if valid_hw is None else jax.ShapeDtypeStruct(lr.shape[:2] + (1,),
                                                                  jnp.float32))
-  state = jax.eval_shape(lambda k, l: phase2.init_state(
-      models.unet, models.inr, optimizer, k, l, scale=config.scale, mode=c.mode),
-      jax.random.PRNGKey(0), lr_s)
+  state = shape(phase2.init_state(models.unet, models.inr, optimizer, jax.random.PRNGKey(0),
+                                  jnp.zeros(lr.shape, jnp.float32), scale=config.scale,
+                                  mode=c.mode))
   key = shape(jax.random.PRNGKey(0))
   plan = phase2.timestep_plan(t_start=min(c.t_start, schedule.num_steps), stride=c.stride)
   for n in _chunk_lengths(len(plan.t), c.chunk):

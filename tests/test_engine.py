@@ -385,7 +385,7 @@ class PipelineTest(absltest.TestCase):
 
 
   def test_phase2_precompiled_beside_phase1_is_not_compiled_again(self):
-    """phase2.precompile (scan driver): the programs compiled ahead, from shapes alone, are
+    """phase2.precompile (scan driver): the programs compiled ahead (and the initialisers) are
     the ones Phase 2 then calls; the output equals a run without it (the default)."""
     config = x4.get_config('tiny')
     config.update_from_flattened_dict({'pd.steps': 10, 'pd.chunk': 5, 'pd.crop': 16,
@@ -407,6 +407,8 @@ class PipelineTest(absltest.TestCase):
       del compiled[:]
       hr, kernel, info = pipeline.super_resolve(lr, config, log=lambda m: None)
       self.assertNotIn('jit(run)', compiled)              # nothing compiled again
+      # nor the U-Net's and INR's initialisers (at most Phase 1's PD init compiles here)
+      self.assertLessEqual(compiled.count('jit(init)'), 1)
       self.assertGreaterEqual(info['phase2_precompile']['seconds'], 0)
     finally:
       jax.monitoring.unregister_event_duration_listener(listener)

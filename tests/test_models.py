@@ -96,6 +96,11 @@ class UNetTest(parameterized.TestCase):
     self.assertEqual(out.shape, x.shape)
     np.testing.assert_array_equal(out, x)       # residual: starts as the identity
 
+  def test_params_do_not_depend_on_the_input_size(self):
+    """phase2.init_state initialises on a small tile: the params equal an init at HR size."""
+    big = jax.jit(self.unet.init)(_key(1), jnp.zeros((1, 37, 50, 3)))
+    jax.tree.map(np.testing.assert_array_equal, big, self.params)
+
   def test_not_identity_after_perturbation(self):
     x = _normal(0, (2, 37, 50, 3))
     params = jax.tree.map(lambda p: p + 0.05, self.params)
