@@ -93,7 +93,9 @@ def estimate_lr_kernel(lr01, n: int, *, steps: int = DEFAULTS['steps'],
   """The n×n LR-scale blur of an LR image, blind (module docstring).
 
   Args:
-    lr01: (h, w, 3) LR image in [0, 1].
+    lr01: (h, w, 3) LR image in [0, 1]; or (m, h, w, 3), m windows of one image
+      fitted jointly: one kernel, one U-Net, one input noise per window, the
+      loss their mean (``docs/results.md``: not better than one window).
     n: the LR-scale kernel support (odd).
     steps: Adam steps.
     lr_image, lr_kernel: Adam learning rates of the U-Net and the kernel logits.
@@ -109,15 +111,16 @@ def estimate_lr_kernel(lr01, n: int, *, steps: int = DEFAULTS['steps'],
     data loss.
   """
   y = np.asarray(lr01, np.float32)
+  y = y if y.ndim == 4 else y[None]
   if window > 0:
-    top, left, h, w = io.center_box(*y.shape[:2], window)
-    y = y[top:top + h, left:left + w]
-  y = jnp.asarray(y)[None]
+    top, left, h, w = io.center_box(*y.shape[1:3], window)
+    y = y[:, top:top + h, left:left + w]
+  y = jnp.asarray(y)
   key = jax.random.PRNGKey(seed)
   k_init, k_noise, k_steps = jax.random.split(key, 3)
   noise = 0.1 * jax.random.uniform(k_noise, y.shape[:3] + (noise_channels,))
   init, step = _step_fn(n, width, levels, lr_image, lr_kernel, reg_noise)
-  params, opt_state = init(k_init, noise)
+  params, opt_state = init(k_init, noise[:1])      # the same params for any m
   loss = jnp.nan
   for i in range(steps):
     params, opt_state, loss = step(params, opt_state, noise, y, k_steps, i)

@@ -119,6 +119,27 @@ class ShrinkStudyTest(absltest.TestCase):
       self.assertBetween(row[f'{name}_bp_reg_0.3'], row['bicubic'] + 0.3, row['gt_bp_reg_0.3'])
     self.assertIn('default_tv_0.001_mix_0.5_reg_0.3', row)         # the blind LR-scale L0
 
+  def test_lrdip_windows(self):
+    # A tiny DIP (a few steps): one window, the mean of two and the joint fit each give a
+    # kernel, its spread ratio and the final steps; on this 16-px LR image every window is
+    # the whole image, so the mean of two is one window's kernel (re-centred sub-pixel).
+    tiny = {'steps': 3, 'width': 8, 'levels': 2}
+    variants = {'one': tiny, 'mean2': dict(tiny, windows=2),
+                'joint2': dict(tiny, windows=2, combine='joint')}
+    row = self._row('lrdip', '--regs=0.3', '--tv_weights=1e-3', '--tv_mixes=0.5',
+                    f'--variants={json.dumps(variants)}')
+    for name in variants:
+      self.assertBetween(row[f'{name}_spread_ratio'], 0.5, 1.01)   # hardly moved from uniform
+      self.assertGreater(row[f'{name}_nerr'], 0.0)
+      self.assertIn(f'{name}_tv_0.001_mix_0.5_reg_0.3', row)
+    self.assertAlmostEqual(row['mean2_nerr'], row['one_nerr'], delta=0.005)
+    self.assertNotAlmostEqual(row['joint2_nerr'], row['one_nerr'], places=6)
+    proc = self._run('lrdip', '--variants={"x": {"windows": 9}}',
+                     f'--out={os.path.join(self.root, "bad.json")}')
+    self.assertNotEqual(proc.returncode, 0)
+    self.assertEqual(proc.stderr.strip().splitlines()[-1],
+                     "bp_study: error: --variants: x: windows: expected 1 to 5, got 9")
+
   def test_tv_with_the_gt_kernel(self):
     # --kernel_blend=0: kernelfusion's kernel (the GT) alone, so its TV SR is the GT's.
     row = self._row('tv', '--kernel_blend=0', '--tv_weights=1e-4,1e-1', '--tv_mixes=0,1',

@@ -85,6 +85,20 @@ class DipKernelTest(absltest.TestCase):
     np.testing.assert_array_equal(hr_k, kernels.align_for_scale(
         kernels.lift_lr_kernel(lr_k, 4), 33, 4, max_loss=1.0))
 
+  def test_windows_fitted_jointly(self):
+    # A stack of one window is the image itself; two images blurred by one line give one
+    # kernel, the line.
+    truth = _line().astype(np.float32)
+    ys = [np.asarray(degradation.downscale(_rectangles(s, 40), truth, 1)) for s in (0, 5)]
+    settings = dict(steps=20, window=0, **_SMALL)
+    np.testing.assert_array_equal(dip_kernel.estimate_lr_kernel(ys[0][None], 7, **settings)[0],
+                                  dip_kernel.estimate_lr_kernel(ys[0], 7, **settings)[0])
+    est, loss = dip_kernel.estimate_lr_kernel(np.stack(ys), 7, steps=600, **_SMALL)
+    self.assertAlmostEqual(est.sum(), 1.0, places=6)
+    self.assertLess(loss, 1e-2)
+    self.assertLess(metrics.kernel_metrics(est, truth)['kernel_nerr'], 0.5)
+    self.assertGreater(est.sum(1).max(), 0.8)            # one row holds the mass
+
   def test_one_compilation_per_setting(self):
     y = np.asarray(degradation.downscale(_rectangles(3, 24), _line().astype(np.float32), 1))
     dip_kernel.estimate_lr_kernel(y, 5, steps=3, **_SMALL)

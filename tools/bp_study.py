@@ -84,6 +84,17 @@ r"""Back-projection studies behind docs/results.md (no training; seconds on a CP
       --variants='{"l0": {}, "l0_alt10": {"n_alt": 10, "lam_start": 20}}' \
       --out=bench/bp_lrscale_mini.json
 
+  # The LR-scale DIP kernel (kfjax.dip_kernel) from several LR windows: per --variants entry
+  # {"windows": m, "combine": "mean" | "joint", any estimate_lr_kernel setting}, m windows of
+  # 64 LR px (the centre one, then at the quarter points: lr_windows), each fitted alone and
+  # their kernels' mean taken about their centres of mass, or all fitted jointly with one
+  # kernel; the kernel's spread ratio (dip_kernel.spread_ratio), and the final steps of
+  # --study=tv. Minutes per variant and case on a CPU.
+  python tools/bp_study.py --bench=bench/full_mini --study=lrdip --regs=0.3 \
+      --tv_weights=1e-3 --tv_mixes=0.5 \
+      --variants='{"one": {}, "mean4": {"windows": 4}, "joint4": {"windows": 4, "combine": \
+      "joint"}}' --out=bench/lrdip_windows_full_mini.json
+
 Prints a table of mean psnr_y (and kernel_nerr) per setting and writes every per-case value
 to --out.
 """
@@ -101,16 +112,17 @@ if _REPO not in sys.path:
   sys.path.insert(0, _REPO)
 
 # pylint: disable-next=wrong-import-position
-from kfjax import degradation, evaluation, io, kernels, metrics, sparse_kernel, spectral_kernel
+from kfjax import (degradation, dip_kernel, evaluation, io, kernels, metrics, sparse_kernel,
+                   spectral_kernel)
 
 _BENCH = flags.DEFINE_string('bench', None, 'Benchmark folder.')
 _STUDY = flags.DEFINE_enum('study', 'gaussian',
                            ['gaussian', 'projection', 'refit', 'sparse', 'perturb', 'shrink',
-                            'blend', 'tv', 'spectral', 'inr', 'ensemble', 'lrscale'],
+                            'blend', 'tv', 'spectral', 'inr', 'ensemble', 'lrscale', 'lrdip'],
                            'Which study.')
-_SELF_CONTAINED = ('gaussian', 'sparse', 'perturb', 'lrscale')   # need no --eval_dir
+_SELF_CONTAINED = ('gaussian', 'sparse', 'perturb', 'lrscale', 'lrdip')   # need no --eval_dir
 _VARIANTS = flags.DEFINE_string('variants', '{"default": {}}',
-                                'sparse, spectral, lrscale: JSON {name: estimate_kernel '
+                                'sparse, spectral, lrscale, lrdip: JSON {name: estimate_kernel '
                                 '(fit_gaussian) '
                                 'keyword overrides}; with more than one, spectral names start '
                                 'with the variant name.')
@@ -219,6 +231,47 @@ def parse_weights(specs) -> list[float]:
   return weights
 
 
+_WINDOW_SPOTS = ((0.5, 0.5), (0.25, 0.25), (0.25, 0.75), (0.75, 0.25), (0.75, 0.75))
+
+
+def lr_windows(lr01, count: int, size: int) -> list[np.ndarray]:
+  """``count`` size×size windows of an LR image (at most 5; smaller images: the whole side).
+
+  The first is the centre window that ``kernel_source = 'lrdip'`` uses
+  (:func:`kfjax.io.center_box`); the others are centred on the quarter points
+  (rows, columns ¼ or ¾ of the way), moved inside the image where needed.
+  """
+  if not 1 <= count <= len(_WINDOW_SPOTS):
+    raise ValueError(f'windows: expected 1 to {len(_WINDOW_SPOTS)}, got {count}')
+  h, w = lr01.shape[:2]
+  wh, ww = min(h, size), min(w, size)
+  out = []
+  for fy, fx in _WINDOW_SPOTS[:count]:
+    top = (h - wh) // 2 if fy == 0.5 else min(max(int(round(fy * h - wh / 2)), 0), h - wh)
+    left = (w - ww) // 2 if fx == 0.5 else min(max(int(round(fx * w - ww / 2)), 0), w - ww)
+    out.append(np.asarray(lr01)[top:top + wh, left:left + ww])
+  return out
+
+
+def lrdip_windows_kernel(lr01, scale: int, size: int, *, windows: int = 1,
+                         combine: str = 'mean', **settings) -> np.ndarray:
+  """The (size, size) HR kernel of :func:`kfjax.dip_kernel.estimate_lr_kernel` on
+  :func:`lr_windows`: their LR kernels' mean about their centres of mass
+  (``combine`` 'mean'; one window: as :func:`kfjax.dip_kernel.estimate_kernel`), or
+  one kernel fitted to all of them ('joint'); lifted and aligned as that function does."""
+  n = dip_kernel.lr_support(size, scale)
+  crops = lr_windows(lr01, windows, settings.get('window', dip_kernel.DEFAULTS['window']))
+  if combine == 'joint':
+    k_lr, _ = dip_kernel.estimate_lr_kernel(np.stack(crops), n, **settings)
+  elif combine == 'mean':
+    fits = [dip_kernel.estimate_lr_kernel(c, n, **settings)[0] for c in crops]
+    k_lr = fits[0] if len(fits) == 1 else np.mean(
+        [kernels.shift_to(k, ((n - 1) / 2,) * 2) for k in fits], 0)
+  else:
+    raise ValueError(f"combine: expected 'mean' or 'joint', got {combine!r}")
+  return kernels.align_for_scale(kernels.lift_lr_kernel(k_lr, scale), size, scale, max_loss=1.0)
+
+
 def case_dir(case_id: str, method: str):
   """The first --eval_dir folder holding ``method``'s kernel for the case, else None."""
   for root in _EVAL_DIR.value:
@@ -296,6 +349,13 @@ def case_settings(study, case, lr01, gt_kernel, scale, hr01, variants=None):
       out[f'{name}_nerr'] = metrics.kernel_metrics(k, gt_kernel)['kernel_nerr']
       tv_settings(out, f'{name}_', k, lr01, scale, regs)
     tv_settings(out, 'gt_', gt_kernel, lr01, scale, regs)
+    return out
+  if study == 'lrdip':
+    for name, overrides in variants.items():
+      k = lrdip_windows_kernel(lr01, scale, gt_kernel.shape[0], **overrides)
+      out[f'{name}_nerr'] = metrics.kernel_metrics(k, gt_kernel)['kernel_nerr']
+      out[f'{name}_spread_ratio'] = dip_kernel.spread_ratio(k)
+      tv_settings(out, f'{name}_', k, lr01, scale, regs)
     return out
   if study == 'shrink':
     kernel = np.load(os.path.join(case_dir(case['id'], _METHOD.value), 'kernel.npy'))
@@ -400,6 +460,13 @@ def main(argv):
       raise ValueError('expected {name: {setting: value}}')
   except ValueError as e:
     sys.exit(f'bp_study: error: --variants: {e}')
+  for name, v in variants.items() if _STUDY.value == 'lrdip' else ():
+    if not 1 <= v.get('windows', 1) <= len(_WINDOW_SPOTS):
+      sys.exit(f'bp_study: error: --variants: {name}: windows: expected 1 to '
+               f'{len(_WINDOW_SPOTS)}, got {v["windows"]}')
+    if v.get('combine', 'mean') not in ('mean', 'joint'):
+      sys.exit(f"bp_study: error: --variants: {name}: combine: expected 'mean' or 'joint', got "
+               f"{v['combine']!r}")
   try:
     parse_scales(_SCALES.value)
   except ValueError:
