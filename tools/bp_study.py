@@ -91,9 +91,8 @@ r"""Back-projection studies behind docs/results.md (no training; seconds on a CP
   # kernel; the kernel's spread ratio (dip_kernel.spread_ratio), and the final steps of
   # --study=tv. Minutes per variant and case on a CPU.
   python tools/bp_study.py --bench=bench/full_mini --study=lrdip --regs=0.3 \
-      --tv_weights=1e-3 --tv_mixes=0.5 \
-      --variants='{"one": {}, "mean4": {"windows": 4}, "joint4": {"windows": 4, "combine": \
-      "joint"}}' --out=bench/lrdip_windows_full_mini.json
+      --tv_weights=1e-3 --tv_mixes=0.5 --out=bench/lrdip_windows_full_mini.json \
+      --variants='{"one":{},"mean4":{"windows":4},"joint4":{"windows":4,"combine":"joint"}}'
 
 Prints a table of mean psnr_y (and kernel_nerr) per setting and writes every per-case value
 to --out.
