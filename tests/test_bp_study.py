@@ -134,11 +134,12 @@ class ShrinkStudyTest(absltest.TestCase):
       self.assertIn(f'{name}_tv_0.001_mix_0.5_reg_0.3', row)
     self.assertAlmostEqual(row['mean2_nerr'], row['one_nerr'], delta=0.005)
     self.assertNotAlmostEqual(row['joint2_nerr'], row['one_nerr'], places=6)
-    proc = self._run('lrdip', '--variants={"x": {"windows": 9}}',
-                     f'--out={os.path.join(self.root, "bad.json")}')
-    self.assertNotEqual(proc.returncode, 0)
-    self.assertEqual(proc.stderr.strip().splitlines()[-1],
-                     "bp_study: error: --variants: x: windows: expected 1 to 5, got 9")
+    for bad, shown in (('9', '9'), ('"4"', "'4'")):
+      proc = self._run('lrdip', f'--variants={{"x": {{"windows": {bad}}}}}',
+                       f'--out={os.path.join(self.root, "bad.json")}')
+      self.assertNotEqual(proc.returncode, 0)
+      self.assertEqual(proc.stderr.strip().splitlines()[-1],
+                       f'bp_study: error: --variants: x: windows: expected 1 to 5, got {shown}')
 
   def test_tv_with_the_gt_kernel(self):
     # --kernel_blend=0: kernelfusion's kernel (the GT) alone, so its TV SR is the GT's.

@@ -460,9 +460,10 @@ def main(argv):
   except ValueError as e:
     sys.exit(f'bp_study: error: --variants: {e}')
   for name, v in variants.items() if _STUDY.value == 'lrdip' else ():
-    if not 1 <= v.get('windows', 1) <= len(_WINDOW_SPOTS):
+    count = v.get('windows', 1)
+    if not isinstance(count, int) or not 1 <= count <= len(_WINDOW_SPOTS):
       sys.exit(f'bp_study: error: --variants: {name}: windows: expected 1 to '
-               f'{len(_WINDOW_SPOTS)}, got {v["windows"]}')
+               f'{len(_WINDOW_SPOTS)}, got {count!r}')
     if v.get('combine', 'mean') not in ('mean', 'joint'):
       sys.exit(f"bp_study: error: --variants: {name}: combine: expected 'mean' or 'joint', got "
                f"{v['combine']!r}")
