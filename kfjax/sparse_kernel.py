@@ -98,14 +98,24 @@ def fit_kernel_gradients(hr, lr, scale: int, size: int, *, tikhonov: float = 1e-
   unit = np.trace(ata) / (size * size)
   d = _difference_matrix(size)
   reg = unit * (tikhonov * np.eye(size * size) + smooth * d.T @ d)
-  k = np.linalg.solve(ata + reg, atb).reshape(size, size)
-  k = np.maximum(k, 0.0)
+  return clean_kernel(np.linalg.solve(ata + reg, atb).reshape(size, size), threshold)
+
+
+def clean_kernel(kernel, threshold: float, *, diagonal: bool = False) -> np.ndarray:
+  """A least-squares kernel made a blur: clipped to ≥ 0, taps below ``threshold``
+  times the largest zeroed, only the largest connected component (by mass) kept,
+  normalised to sum 1. All taps ≤ 0 give the centred delta.
+
+  ``diagonal``: taps touching at a corner are connected too (8-connectivity), so
+  a one-tap-wide diagonal path stays whole; False: edge neighbours only.
+  """
+  k = np.maximum(np.asarray(kernel, np.float64), 0.0)
   if k.max() <= 0:
-    k = np.zeros((size, size))
-    k[size // 2, size // 2] = 1.0
+    k = np.zeros(k.shape)
+    k[k.shape[0] // 2, k.shape[1] // 2] = 1.0
     return k
   k[k < threshold * k.max()] = 0.0
-  labels, n = ndimage.label(k > 0)
+  labels, n = ndimage.label(k > 0, np.ones((3, 3)) if diagonal else None)
   if n > 1:
     mass = ndimage.sum(k, labels, range(1, n + 1))
     k[labels != 1 + int(np.argmax(mass))] = 0.0
