@@ -150,7 +150,7 @@ class EvaluateTest(absltest.TestCase):
       self.assertGreater(by[c['id'], 'bp_gt'], by[c['id'], 'bicubic'] + 0.3)
 
   def test_classical_references(self):
-    for method in ('sparse_bp', 'spectral_bp', 'lrdip_bp'):
+    for method in ('sparse_bp', 'spectral_bp', 'lrdip_bp', 'edge_bp'):
       out = os.path.join(self.root, 'out_' + method)
       r = evaluation.evaluate(self.bench, self.config, out, methods=[method])
       for c in r['cases']:
@@ -171,6 +171,9 @@ class EvaluateTest(absltest.TestCase):
                         evaluation.config_digest(changed, 'lrdip_bp'))
     self.assertEqual(evaluation.config_digest(self.config, 'sparse_bp'),
                      evaluation.config_digest(changed, 'sparse_bp'))
+    changed.edges.r *= 2                          # and edge_bp's
+    self.assertNotEqual(evaluation.config_digest(self.config, 'edge_bp'),
+                        evaluation.config_digest(changed, 'edge_bp'))
 
   def test_ablations_are_of_the_diffusion(self):
     config = self.config.copy_and_resolve_references()

@@ -12,9 +12,11 @@ phase2.mode), the oracle kf_gtk, two classical references, sparse_bp (an L0
 sparse-gradient kernel estimate) and spectral_bp (the Gaussian kernel that best
 explains the LR power spectrum), seconds per case, and lrdip_bp (the LR-scale kernel
 of a deep-image-prior deblurring of the LR, kfjax.dip_kernel; ~35 s per 64×64 LR
-case on a CPU), each then kernelfusion's final step. Within a case they run in the
-order bicubic, bp_gt, kernelfusion, bp_est, pd_unet, unet_only, dip, kf_gtk,
-sparse_bp, spectral_bp, lrdip_bp.
+case on a CPU), and edge_bp (the LR-scale kernel of a coarse-to-fine deblurring of the
+LR from predicted edges, kfjax.edge_kernel; ~10 s per DIV2K-size LR on a CPU), each
+then kernelfusion's final step. Within a case they run in the order bicubic, bp_gt,
+kernelfusion, bp_est, pd_unet, unet_only, dip, kf_gtk, sparse_bp, spectral_bp,
+lrdip_bp, edge_bp.
 
 Writes OUT/results.json, OUT/results.md, OUT/kernels.png and
 OUT/cases/<id>/<method>/{hr.png, kernel.npy, metrics.json}; the reports are
