@@ -76,6 +76,15 @@ def get_config(arg=None):
                                  #   'lrdip' gained +0.41 dB over it on the crop set it was tuned
                                  #   on and lost 0.13 and 0.18 on two others; at full size it
                                  #   tied on a held-out set (cpu variant; docs/results.md)]
+  c.edges = ml_collections.ConfigDict()    # kernel_source 'edges' (kfjax.edge_kernel)
+  c.edges.n_iter = 7             # edge-prediction / kernel / deconvolution rounds per pyramid
+                                 #   level [default, after Cho & Lee 2009]
+  c.edges.r = 1.0                # gradients kept per orientation bin: r·√(N·n²) [default; Cho &
+                                 #   Lee's 2 scored lower on blind144 full mini]
+  c.edges.gamma = 1e-2           # Tikhonov weight of the kernel step [default]
+  c.edges.alpha = 2e-3           # gradient weight of the image step's deconvolution [default]
+  c.edges.window = 0             # estimate on the centre window×window LR px at most
+                                 #   (0 = the whole image) [default]
   c.lrdip = ml_collections.ConfigDict()    # kernel_source 'lrdip' (kfjax.dip_kernel)
   c.lrdip.steps = 1500           # Adam steps, ~35 s for 64×64 LR px on a 2-core CPU [default;
                                  #   800 and 3000 scored lower on blind144 crop mini]

@@ -77,12 +77,18 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
        f'phase2.gaussian_test must be ≤ 0 (0 = off), got {config.phase2.gaussian_test}')
   need(config.phase2.gaussian_tv > 0,
        f'phase2.gaussian_tv must be > 0, got {config.phase2.gaussian_tv}')
-  need(config.kernel_source in ('inr', 'lrdip'),
-       f"kernel_source {config.kernel_source!r} is not one of inr, lrdip")
-  need(config.kernel_source != 'lrdip' or (config.phase2.final_bp_reg > 0
-                                           and config.phase2.final_bp_from == 'bicubic'),
-       "kernel_source 'lrdip' needs phase2.final_bp_reg > 0 and phase2.final_bp_from 'bicubic'")
+  need(config.kernel_source in ('inr', 'lrdip', 'edges'),
+       f"kernel_source {config.kernel_source!r} is not one of inr, lrdip, edges")
+  need(config.kernel_source == 'inr' or (config.phase2.final_bp_reg > 0
+                                         and config.phase2.final_bp_from == 'bicubic'),
+       f"kernel_source {config.kernel_source!r} needs phase2.final_bp_reg > 0 and "
+       "phase2.final_bp_from 'bicubic'")
   need(config.lrdip.window >= 0, f'lrdip.window must be ≥ 0, got {config.lrdip.window}')
+  need(config.edges.window >= 0, f'edges.window must be ≥ 0, got {config.edges.window}')
+  need(config.edges.n_iter >= 1, f'edges.n_iter must be ≥ 1, got {config.edges.n_iter}')
+  need(config.edges.r > 0 and config.edges.gamma >= 0 and config.edges.alpha >= 0,
+       'edges.r must be > 0 and edges.gamma, edges.alpha ≥ 0, got '
+       f'{config.edges.r}, {config.edges.gamma}, {config.edges.alpha}')
   need(config.lrdip.max_spread > 0,
        f'lrdip.max_spread must be > 0, got {config.lrdip.max_spread}')
   need(config.io.kernel_crop >= 0, f'io.kernel_crop must be ≥ 0, got {config.io.kernel_crop}')

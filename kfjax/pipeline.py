@@ -24,8 +24,8 @@ import numpy as np
 import optax
 from absl import logging
 
-from kfjax import (batching, degradation, diffusion, dip_kernel, io, kernels, phase1, phase2,
-                   sparse_kernel)
+from kfjax import (batching, degradation, diffusion, dip_kernel, edge_kernel, io, kernels,
+                   phase1, phase2, sparse_kernel)
 from kfjax import spectral_kernel
 from kfjax.checkpoint import StateCheckpointer
 from kfjax.models import KernelINR, PatchDiffusion, UNet, render_kernel
@@ -367,39 +367,59 @@ def lrdip_kernel(lr01, config) -> np.ndarray:
                                     levels=c.levels, window=c.window, seed=config.seed)
 
 
-def lrdip_shortcut(full01, window, config, log: Callable = logging.info):
-  """``kernel_source = 'lrdip'``: the LR-scale DIP kernel, and the phases skipped if it holds.
+def edges_kernel(lr01, config) -> np.ndarray:
+  """``kernel_source = 'edges'``: :func:`kfjax.edge_kernel.estimate_kernel` with the
+  ``edges`` settings; a (kernel.size, kernel.size) kernel."""
+  c = config.edges
+  return edge_kernel.estimate_kernel(lr01, config.scale, config.kernel.size, n_iter=c.n_iter,
+                                     r=c.r, gamma=c.gamma, alpha=c.alpha, window=c.window)
 
-  The kernel is :func:`lrdip_kernel` of the LR image (its centre ``lrdip.window``
-  px at most). Where it narrowed from its uniform start
-  (:func:`kfjax.dip_kernel.spread_ratio` ≤ ``lrdip.max_spread``), both phases
-  are skipped and the output is the final step with it on the whole image
-  (:func:`final_projection` from the bicubic upscale); otherwise the phases run
-  as with ``kernel_source = 'inr'``.
 
-  Returns ``(result, test)``: ``test`` holds the spread ratio, the decision and
-  the seconds; ``result`` is ``(hr, kernel, info)`` in :func:`super_resolve`'s
-  form, or None where the phases must run.
+def source_shortcut(full01, window, config, log: Callable = logging.info):
+  """``kernel_source`` 'lrdip' or 'edges': an LR-scale kernel, and the phases skipped.
+
+  The kernel is :func:`lrdip_kernel` or :func:`edges_kernel` of the LR image.
+  Both phases are skipped and the output is the final step with it on the
+  whole image (:func:`final_projection` from the bicubic upscale), except
+  where the DIP kernel never narrowed from its uniform start
+  (:func:`kfjax.dip_kernel.spread_ratio` > ``lrdip.max_spread``): there the
+  phases run as with ``kernel_source = 'inr'``.
+
+  Returns ``(result, test)``: ``test`` holds the decision and the seconds (and
+  the DIP's spread ratio); ``result`` is ``(hr, kernel, info)`` in
+  :func:`super_resolve`'s form, or None where the phases must run.
   """
+  source = config.kernel_source
   if config.phase2.final_bp_reg <= 0 or config.phase2.final_bp_from != 'bicubic':
-    raise ValueError("kernel_source 'lrdip' needs phase2.final_bp_reg > 0 and final_bp_from "
-                     "'bicubic' (there is no diffusion output to start from)")
+    raise ValueError(f"kernel_source {source!r} needs phase2.final_bp_reg > 0 and "
+                     "final_bp_from 'bicubic' (there is no diffusion output to start from)")
   t0 = time.time()
-  c = config.lrdip
-  log(f'Kernel: LR-scale deep-image-prior deblurring (kernel_source lrdip; {c.steps} steps on '
-      f'the centre {c.window or "all"} LR px)')
-  kernel = lrdip_kernel(full01, config)
-  ratio = dip_kernel.spread_ratio(kernel)
-  test = {'spread_ratio': ratio, 'used': ratio <= c.max_spread, 'seconds': time.time() - t0}
-  if not test['used']:
-    log(f'Kernel: the LR-scale estimate is as spread as its uniform start (spread ratio '
-        f'{ratio:.2f} > lrdip.max_spread {c.max_spread:g}), so the phases estimate it')
-    return None, test
-  log(f'Kernel: estimated in {test["seconds"]:.1f} s (spread ratio {ratio:.2f}); both phases '
-      'skipped, final step on the whole image')
+  if source == 'edges':
+    c = config.edges
+    log(f'Kernel: LR-scale blind deblurring from predicted edges (kernel_source edges; '
+        f'{c.n_iter} rounds per level on {f"the centre {c.window}" if c.window else "all the"} '
+        'LR px)')
+    kernel = edges_kernel(full01, config)
+    test = {'used': True, 'seconds': time.time() - t0}
+    summary = ''
+  else:
+    c = config.lrdip
+    log(f'Kernel: LR-scale deep-image-prior deblurring (kernel_source lrdip; {c.steps} steps '
+        f'on the centre {c.window or "all"} LR px)')
+    kernel = lrdip_kernel(full01, config)
+    ratio = dip_kernel.spread_ratio(kernel)
+    test = {'spread_ratio': ratio, 'used': ratio <= c.max_spread,
+            'seconds': time.time() - t0}
+    summary = f' (spread ratio {ratio:.2f})'
+    if not test['used']:
+      log(f'Kernel: the LR-scale estimate is as spread as its uniform start (spread ratio '
+          f'{ratio:.2f} > lrdip.max_spread {c.max_spread:g}), so the phases estimate it')
+      return None, test
+  log(f'Kernel: estimated in {test["seconds"]:.1f} s{summary}; both phases skipped, final '
+      'step on the whole image')
   hr = final_projection(None, full01, kernel, config)
-  return (hr, kernel, _skipped_phases(time.time() - t0, window, kernel_source='lrdip',
-                                      lrdip=test)), test
+  return (hr, kernel, _skipped_phases(time.time() - t0, window, kernel_source=source,
+                                      **{source: test})), test
 
 
 def final_projection(hr01, lr01, kernel, config, *, gaussian: bool = False) -> np.ndarray:
@@ -593,9 +613,10 @@ def super_resolve(lr01, config: ml_collections.ConfigDict, *, kernel=None,
     ``phase2.gaussian_test`` (:func:`gaussian_shortcut`) the test runs first
     and ``info['phase2']['gaussian_test']`` holds it; where it says Gaussian,
     both phases are skipped (``info['phase1']['skipped']``). With
-    ``kernel_source = 'lrdip'`` (:func:`lrdip_shortcut`) they are skipped too
-    where the LR-scale DIP kernel narrowed (``info['phase2']['kernel_source']``
-    is then ``'lrdip'``); ``info['phase2']['lrdip']`` holds its test.
+    ``kernel_source`` 'lrdip' or 'edges' (:func:`source_shortcut`) they are
+    skipped too (for 'lrdip': where the LR-scale DIP kernel narrowed);
+    ``info['phase2']['kernel_source']`` is then the source, and
+    ``info['phase2'][source]`` holds its test.
   """
   full01 = np.asarray(lr01, np.float32)
   lr01, window = kernel_window(full01, config)
@@ -608,9 +629,9 @@ def super_resolve(lr01, config: ml_collections.ConfigDict, *, kernel=None,
     shortcut, test = gaussian_shortcut(full01, window, config, log)
     if shortcut is not None:
       return shortcut
-  lrdip = {}
-  if kernel is None and config.kernel_source == 'lrdip':
-    shortcut, lrdip = lrdip_shortcut(full01, window, config, log)
+  source_test = {}
+  if kernel is None and config.kernel_source in ('lrdip', 'edges'):
+    shortcut, source_test = source_shortcut(full01, window, config, log)
     if shortcut is not None:
       return shortcut
   padded01, valid_hw = pad_to_bucket(lr01, config.io.size_bucket)
@@ -654,8 +675,8 @@ def super_resolve(lr01, config: ml_collections.ConfigDict, *, kernel=None,
                                             kernel=kernel, valid_hw=valid_hw, ckpt=ck2, log=log)
     if test:
       info['phase2']['gaussian_test'] = test
-    if lrdip:
-      info['phase2']['lrdip'] = lrdip
+    if source_test:               # only 'lrdip' falls back to the phases
+      info['phase2'][config.kernel_source] = source_test
     if window is not None:
       info['kernel_window'] = list(window)
       hr = final_projection(None, full01, kernel, config)
@@ -701,8 +722,9 @@ def super_resolve_batch(lr01s, config: ml_collections.ConfigDict, *,
   ``phase2.gaussian_test`` the test runs first on every case, as there: the
   cases it calls Gaussian get their spectral kernel's TV SR, and the phases run
   batched on the others only (none, if all are Gaussian). With
-  ``kernel_source = 'lrdip'`` each other case gets :func:`lrdip_shortcut`, one
-  by one, and the phases run batched on those where it falls back. With several
+  ``kernel_source`` 'lrdip' or 'edges' each other case gets
+  :func:`source_shortcut`, one by one, and the phases run batched on those where
+  it falls back. With several
   local devices, the cases are split over them (:mod:`kfjax.batching`). No
   checkpoints are written.
 
@@ -715,8 +737,8 @@ def super_resolve_batch(lr01s, config: ml_collections.ConfigDict, *,
   Returns:
     ``(hrs, kernels, info)``: (N, h·s, w·s, 3), (N, K, K) and per-phase timings;
     ``info['gaussian_cases']`` lists the cases the test switched (and, with
-    ``kernel_source = 'lrdip'``, ``info['lrdip_seconds']`` is the time spent on the
-    DIP kernels).
+    ``kernel_source`` 'lrdip' or 'edges', ``info['source_seconds']`` is the time
+    spent on those kernels).
   """
   full01s = np.asarray(lr01s, np.float32)
   n = full01s.shape[0]
@@ -728,15 +750,16 @@ def super_resolve_batch(lr01s, config: ml_collections.ConfigDict, *,
   info: dict = {'backend': jax.default_backend(), 'cases': n, 'gaussian_cases': gaussian_cases,
                 'devices': 1, 'phase1_seconds': 0.0, 'phase2_seconds': 0.0,
                 'gaussian_test_seconds': time.time() - t0}
-  if config.kernel_source == 'lrdip':   # one by one, as super_resolve; the fallbacks join `rest`
-    t0 = time.time()
-    shortcuts = [sc or lrdip_shortcut(lr, window, config, log)[0]
+  if config.kernel_source in ('lrdip', 'edges'):  # one by one, as super_resolve; the
+    t0 = time.time()                              # fallbacks join `rest`
+    shortcuts = [sc or source_shortcut(lr, window, config, log)[0]
                  for sc, lr in zip(shortcuts, full01s)]
-    info['lrdip_seconds'] = time.time() - t0
+    info['source_seconds'] = time.time() - t0
   rest = [i for i, sc in enumerate(shortcuts) if sc is None]
   if len(rest) < n:
     log(f'{len(gaussian_cases)} of {n} cases Gaussian, {n - len(rest) - len(gaussian_cases)} '
-        f'with an LR-scale DIP kernel; the phases run on the other {len(rest)}')
+        f'with an LR-scale kernel ({config.kernel_source}); the phases run on the other '
+        f'{len(rest)}')
   hrs = np.zeros((n,) + tuple(np.multiply(full01s.shape[1:3], config.scale)) + (3,), np.float32)
   ks = np.zeros((n, config.kernel.size, config.kernel.size), np.float32)
   for i, sc in enumerate(shortcuts):

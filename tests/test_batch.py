@@ -101,6 +101,18 @@ class BatchTest(absltest.TestCase):
     hr, _, _ = pipeline.super_resolve(self.lrs[keep], config, log=lambda m: None)
     np.testing.assert_array_equal(hrs[keep], hr)
 
+  def test_edges_cases_one_by_one(self):
+    """kernel_source 'edges': each case gets its one-by-one output; no phase runs."""
+    config = _config()[0]
+    config.update_from_flattened_dict({'kernel_source': 'edges', 'edges.n_iter': 2})
+    hrs, ks, info = pipeline.super_resolve_batch(self.lrs[:2], config, log=lambda m: None)
+    self.assertEqual(info['phase1_seconds'], 0.0)
+    self.assertGreater(info['source_seconds'], 0.0)
+    for i in range(2):
+      hr, k, _ = pipeline.super_resolve(self.lrs[i], config, log=lambda m: None)
+      np.testing.assert_array_equal(hrs[i], hr)
+      np.testing.assert_array_equal(ks[i], k)
+
   def test_sharded_over_four_devices_equals_one_device(self):
     with tempfile.TemporaryDirectory() as tmp:
       path = os.path.join(tmp, 'lrs.npy')

@@ -507,6 +507,27 @@ class PipelineTest(absltest.TestCase):
     with self.assertRaisesRegex(ValueError, 'lrdip'):   # no x̂0 to start from: a clear error
       pipeline.super_resolve(lr, config, log=lambda m: None)
 
+  def test_edges_kernel_source(self):
+    """kernel_source 'edges': no phase runs, the kernel is pipeline.edges_kernel of the whole
+    LR (not of io.kernel_crop's window) and the output the whole image's final step with it."""
+    config = x4.get_config('tiny')
+    config.update_from_flattened_dict({'kernel_source': 'edges', 'edges.n_iter': 2,
+                                       'io.kernel_crop': 16, 'phase2.final_tv': 1e-3})
+    lr = np.asarray(degradation.downscale(_astronaut(96)[:, :80], kernels.l_shape(9), 4))
+    hr, k, info = pipeline.super_resolve(lr, config, log=lambda m: None)
+    self.assertTrue(info['phase1']['skipped'])
+    self.assertEqual(info['phase2']['inner_steps'], 0)
+    self.assertEqual(info['phase2']['kernel_source'], 'edges')
+    self.assertTrue(info['phase2']['edges']['used'])
+    want = pipeline.edges_kernel(lr, config)
+    np.testing.assert_array_equal(k, want)
+    np.testing.assert_allclose(hr, pipeline.final_projection(None, lr, want, config), atol=1e-6)
+    config.edges.window = 8                            # the window is the edges' own setting
+    self.assertGreater(np.abs(pipeline.edges_kernel(lr, config) - want).max(), 1e-4)
+    config.update_from_flattened_dict({'phase2.final_bp_from': 'x0', 'io.kernel_crop': 0})
+    with self.assertRaisesRegex(ValueError, 'edges'):   # no x̂0 to start from: a clear error
+      pipeline.super_resolve(lr, config, log=lambda m: None)
+
   def test_kernel_blend_mixes_the_inr_and_l0_kernels(self):
     """phase2.kernel_blend: the returned kernel is the mixture of the INR's (the diffusion is
     unchanged: the same INR kernel as without the blend) and the L0 estimate of the same LR;
