@@ -85,6 +85,7 @@ def get_config(arg=None):
   c.edges.alpha = 2e-3           # gradient weight of the image step's deconvolution [default]
   c.edges.window = 0             # estimate on the centre window×window LR px at most
                                  #   (0 = the whole image) [default]
+  c.edges.min_pixels = 0         # LR images with fewer pixels fall back to the phases [default]
   c.lrdip = ml_collections.ConfigDict()    # kernel_source 'lrdip' (kfjax.dip_kernel)
   c.lrdip.steps = 1500           # Adam steps, ~35 s for 64×64 LR px on a 2-core CPU [default;
                                  #   800 and 3000 scored lower on blind144 crop mini]

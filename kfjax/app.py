@@ -86,6 +86,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   need(config.lrdip.window >= 0, f'lrdip.window must be ≥ 0, got {config.lrdip.window}')
   need(config.edges.window >= 0, f'edges.window must be ≥ 0, got {config.edges.window}')
   need(config.edges.n_iter >= 1, f'edges.n_iter must be ≥ 1, got {config.edges.n_iter}')
+  need(config.edges.min_pixels >= 0,
+       f'edges.min_pixels must be ≥ 0, got {config.edges.min_pixels}')
   need(config.edges.r > 0 and config.edges.gamma >= 0 and config.edges.alpha >= 0,
        'edges.r must be > 0 and edges.gamma, edges.alpha ≥ 0, got '
        f'{config.edges.r}, {config.edges.gamma}, {config.edges.alpha}')

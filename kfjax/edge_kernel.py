@@ -40,7 +40,8 @@ from kfjax import io
 from kfjax import kernels
 from kfjax import sparse_kernel
 
-DEFAULTS = dict(n_iter=7, r=1.0, gamma=1e-2, alpha=2e-3, threshold=0.05, diagonal=True, window=0)
+DEFAULTS = dict(n_iter=7, r=1.0, share=1.0, gamma=1e-2, alpha=2e-3, threshold=0.05,
+                diagonal=True, window=0)
 """The estimator's settings (:func:`estimate_lr_kernel`), measured in docs/results.md."""
 
 
@@ -73,17 +74,18 @@ def gradients(x) -> tuple[np.ndarray, np.ndarray]:
   return (np.diff(x, axis=1, append=x[:, -1:]), np.diff(x, axis=0, append=x[-1:, :]))
 
 
-def select_gradients(x, n: int, r: float) -> tuple[np.ndarray, np.ndarray]:
+def select_gradients(x, n: int, r: float, share: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
   """``gradients(x)`` with all but the largest ones zeroed.
 
   In each of four gradient-orientation bins the ``r·√(N·n²)`` largest
   magnitudes are kept (N = x.size; Cho & Lee's rule), so that every edge
-  direction constrains the n×n kernel.
+  direction constrains the n×n kernel; but at most ``share``·N/4 per bin
+  (on small images the rule alone keeps most pixels).
   """
   gx, gy = gradients(x)
   mag = np.hypot(gx, gy).ravel()
   bins = np.minimum((np.mod(np.arctan2(gy, gx), np.pi) / (np.pi / 4)).astype(int), 3).ravel()
-  keep = max(1, int(r * np.sqrt(x.size * n * n)))
+  keep = max(1, int(min(r * np.sqrt(x.size * n * n), share * x.size / 4)))
   mask = np.zeros(mag.shape, bool)
   for b in range(4):
     idx = np.flatnonzero((bins == b) & (mag > 0))
@@ -136,7 +138,8 @@ def deconvolve(y, kernel, alpha: float = DEFAULTS['alpha']) -> np.ndarray:
 
 
 def estimate_lr_kernel(lr01, n: int, *, n_iter: int = DEFAULTS['n_iter'],
-                       r: float = DEFAULTS['r'], gamma: float = DEFAULTS['gamma'],
+                       r: float = DEFAULTS['r'], share: float = DEFAULTS['share'],
+                       gamma: float = DEFAULTS['gamma'],
                        alpha: float = DEFAULTS['alpha'],
                        threshold: float = DEFAULTS['threshold'],
                        diagonal: bool = DEFAULTS['diagonal'],
@@ -146,10 +149,10 @@ def estimate_lr_kernel(lr01, n: int, *, n_iter: int = DEFAULTS['n_iter'],
   Args:
     lr01: (h, w, C) LR image in [0, 1] (C = 1 or 3), or a 2-D luma image.
     n: the kernel's support in LR pixels (odd).
-    n_iter: rounds per pyramid level; the selection keeps r/0.9^i of its
-      share in round i.
-    r, gamma, alpha, threshold, diagonal: :func:`select_gradients`, :func:`fit_kernel`,
-      :func:`deconvolve`.
+    n_iter: rounds per pyramid level; the selection keeps 1/0.9^i times as
+      many gradients in round i.
+    r, share, gamma, alpha, threshold, diagonal: :func:`select_gradients`,
+      :func:`fit_kernel`, :func:`deconvolve`.
     window: estimate on the centre window×window LR pixels at most; 0 = the
       whole image.
 
@@ -176,7 +179,7 @@ def estimate_lr_kernel(lr01, n: int, *, n_iter: int = DEFAULTS['n_iter'],
       kernel = sparse_kernel.grow_kernel(kernel, size)
       x = ndimage.zoom(x, np.array(ys.shape) / np.array(x.shape), order=3)
     for i in range(n_iter):
-      px, py = select_gradients(shock_filter(x), size, r / 0.9 ** i)
+      px, py = select_gradients(shock_filter(x), size, r / 0.9 ** i, share / 0.9 ** i)
       kernel = fit_kernel(px, py, ys, size, gamma=gamma, threshold=threshold,
                           diagonal=diagonal)
       x = deconvolve(ys, kernel, alpha)

@@ -382,7 +382,8 @@ def source_shortcut(full01, window, config, log: Callable = logging.info):
   Both phases are skipped and the output is the final step with it on the
   whole image (:func:`final_projection` from the bicubic upscale), except
   where the DIP kernel never narrowed from its uniform start
-  (:func:`kfjax.dip_kernel.spread_ratio` > ``lrdip.max_spread``): there the
+  (:func:`kfjax.dip_kernel.spread_ratio` > ``lrdip.max_spread``) or the LR
+  has fewer than ``edges.min_pixels`` pixels for the edge kernel: there the
   phases run as with ``kernel_source = 'inr'``.
 
   Returns ``(result, test)``: ``test`` holds the decision and the seconds (and
@@ -396,6 +397,11 @@ def source_shortcut(full01, window, config, log: Callable = logging.info):
   t0 = time.time()
   if source == 'edges':
     c = config.edges
+    pixels = full01.shape[0] * full01.shape[1]
+    if pixels < c.min_pixels:
+      log(f'Kernel: the LR has {pixels} px, fewer than edges.min_pixels {c.min_pixels}, too few '
+          'for the edge kernel, so the phases estimate it')
+      return None, {'used': False, 'seconds': 0.0}
     log(f'Kernel: LR-scale blind deblurring from predicted edges (kernel_source edges; '
         f'{c.n_iter} rounds per level on {f"the centre {c.window}" if c.window else "all the"} '
         'LR px)')
@@ -614,7 +620,8 @@ def super_resolve(lr01, config: ml_collections.ConfigDict, *, kernel=None,
     and ``info['phase2']['gaussian_test']`` holds it; where it says Gaussian,
     both phases are skipped (``info['phase1']['skipped']``). With
     ``kernel_source`` 'lrdip' or 'edges' (:func:`source_shortcut`) they are
-    skipped too (for 'lrdip': where the LR-scale DIP kernel narrowed);
+    skipped too (for 'lrdip': where the LR-scale DIP kernel narrowed; for
+    'edges': where the LR has at least ``edges.min_pixels`` pixels);
     ``info['phase2']['kernel_source']`` is then the source, and
     ``info['phase2'][source]`` holds its test.
   """
@@ -675,7 +682,7 @@ def super_resolve(lr01, config: ml_collections.ConfigDict, *, kernel=None,
                                             kernel=kernel, valid_hw=valid_hw, ckpt=ck2, log=log)
     if test:
       info['phase2']['gaussian_test'] = test
-    if source_test:               # only 'lrdip' falls back to the phases
+    if source_test:               # the source fell back to the phases
       info['phase2'][config.kernel_source] = source_test
     if window is not None:
       info['kernel_window'] = list(window)

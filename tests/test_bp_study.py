@@ -119,6 +119,16 @@ class ShrinkStudyTest(absltest.TestCase):
       self.assertBetween(row[f'{name}_bp_reg_0.3'], row['bicubic'] + 0.3, row['gt_bp_reg_0.3'])
     self.assertIn('default_tv_0.001_mix_0.5_reg_0.3', row)         # the blind LR-scale L0
 
+  def test_edges_variants(self):
+    # The edge kernel per variant: a kernel summing to 1 and its back-projection; a share cap
+    # of one gradient per bin changes the kernel.
+    row = self._row('edges', '--regs=0.3', '--tv_weights=',
+                    '--variants={"default": {}, "one": {"share": 1e-9}}')
+    for name in ('default', 'one'):
+      self.assertGreater(row[f'{name}_nerr'], 0.0)
+      self.assertIn(f'{name}_bp_reg_0.3', row)
+    self.assertNotAlmostEqual(row['default_nerr'], row['one_nerr'], places=6)
+
   def test_lrdip_windows(self):
     # A tiny DIP (a few steps): one window, the mean of two and the joint fit each give a
     # kernel, its spread ratio and the final steps; on this 16-px LR image every window is

@@ -509,7 +509,8 @@ class PipelineTest(absltest.TestCase):
 
   def test_edges_kernel_source(self):
     """kernel_source 'edges': no phase runs, the kernel is pipeline.edges_kernel of the whole
-    LR (not of io.kernel_crop's window) and the output the whole image's final step with it."""
+    LR (not of io.kernel_crop's window) and the output the whole image's final step with it;
+    on an LR of fewer than edges.min_pixels the phases run."""
     config = x4.get_config('tiny')
     config.update_from_flattened_dict({'kernel_source': 'edges', 'edges.n_iter': 2,
                                        'io.kernel_crop': 16, 'phase2.final_tv': 1e-3})
@@ -522,6 +523,11 @@ class PipelineTest(absltest.TestCase):
     want = pipeline.edges_kernel(lr, config)
     np.testing.assert_array_equal(k, want)
     np.testing.assert_allclose(hr, pipeline.final_projection(None, lr, want, config), atol=1e-6)
+    config.edges.min_pixels = 24 * 20 + 1              # one pixel too few: the phases run
+    _, k2, info2 = pipeline.super_resolve(lr, config, log=lambda m: None)
+    self.assertFalse(info2['phase2']['edges']['used'])
+    self.assertGreater(info2['phase2']['inner_steps'], 0)
+    self.assertGreater(np.abs(k2 - want).max(), 1e-4)
     config.edges.window = 8                            # the window is the edges' own setting
     self.assertGreater(np.abs(pipeline.edges_kernel(lr, config) - want).max(), 1e-4)
     config.update_from_flattened_dict({'phase2.final_bp_from': 'x0', 'io.kernel_crop': 0})

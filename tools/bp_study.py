@@ -18,6 +18,7 @@ r"""Back-projection studies behind docs/results.md (no training; seconds on a CP
   # settings overridden per variant: its kernel, then the back-projection (λ --regs).
   python tools/bp_study.py --bench=bench/mini --study=sparse --regs=0.3 \
       --variants='{"default": {}, "lam2e-2": {"lam": 0.02}}' --out=bench/sparse_mini.json
+  # ... or the edge kernel (kfjax.edge_kernel, the edge_bp method): --study=edges.
 
   # How accurate must a kernel be? The GT kernel shifted (1, 2 px down), blurred (Gaussian
   # σ 0.7, 1.5 px), scaled (×0.85, ×1.15 about its centre of mass) or replaced by its
@@ -111,17 +112,19 @@ if _REPO not in sys.path:
   sys.path.insert(0, _REPO)
 
 # pylint: disable-next=wrong-import-position
-from kfjax import (degradation, dip_kernel, evaluation, io, kernels, metrics, sparse_kernel,
-                   spectral_kernel)
+from kfjax import (degradation, dip_kernel, edge_kernel, evaluation, io, kernels, metrics,
+                   sparse_kernel, spectral_kernel)
 
 _BENCH = flags.DEFINE_string('bench', None, 'Benchmark folder.')
 _STUDY = flags.DEFINE_enum('study', 'gaussian',
                            ['gaussian', 'projection', 'refit', 'sparse', 'perturb', 'shrink',
-                            'blend', 'tv', 'spectral', 'inr', 'ensemble', 'lrscale', 'lrdip'],
+                            'blend', 'tv', 'spectral', 'inr', 'ensemble', 'lrscale', 'lrdip',
+                            'edges'],
                            'Which study.')
-_SELF_CONTAINED = ('gaussian', 'sparse', 'perturb', 'lrscale', 'lrdip')   # need no --eval_dir
+_SELF_CONTAINED = ('gaussian', 'sparse', 'perturb', 'lrscale', 'lrdip', 'edges')  # no --eval_dir
 _VARIANTS = flags.DEFINE_string('variants', '{"default": {}}',
-                                'sparse, spectral, lrscale, lrdip: JSON {name: estimate_kernel '
+                                'sparse, edges, spectral, lrscale, lrdip: JSON {name: '
+                                'estimate_kernel '
                                 '(fit_gaussian) '
                                 'keyword overrides}; with more than one, spectral names start '
                                 'with the variant name.')
@@ -319,9 +322,10 @@ def case_settings(study, case, lr01, gt_kernel, scale, hr01, variants=None):
       if name in ('gt', 'moment_gaussian'):      # and the final steps of --study=tv
         tv_settings(out, f'{name}_', k, lr01, scale, regs)
     return out
-  if study == 'sparse':
+  if study in ('sparse', 'edges'):
+    estimator = sparse_kernel if study == 'sparse' else edge_kernel
     for name, overrides in variants.items():
-      k = sparse_kernel.estimate_kernel(lr01, scale, gt_kernel.shape[0], **overrides)
+      k = estimator.estimate_kernel(lr01, scale, gt_kernel.shape[0], **overrides)
       out[f'{name}_nerr'] = metrics.kernel_metrics(k, gt_kernel)['kernel_nerr']
       for reg in regs:
         out[f'{name}_bp_reg_{reg:g}'] = degradation.back_projection(lr01, k, scale, reg=reg)
