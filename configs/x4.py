@@ -67,15 +67,17 @@ def get_config(arg=None):
   c.kernel.prior_floor = -3.0    # the prior's logit far from the centre (see KernelINR) [default]
 
   c.kernel_source = 'inr'        # where the returned kernel comes from: 'inr': Phase 2's kernel
-                                 #   INR (the paper; see phase2.kernel_blend); 'lrdip': a deep-
-                                 #   image-prior blind deblurring of the LR image itself at the LR
-                                 #   grid's scale (kfjax.dip_kernel; ours), both phases skipped,
-                                 #   then the final step (phase2.final_bp_reg, final_tv),
-                                 #   unless the estimate never narrowed (lrdip.max_spread)
-                                 #   [default 'inr' in every variant: averaged over 3 seeds,
-                                 #   'lrdip' gained +0.41 dB over it on the crop set it was tuned
-                                 #   on and lost 0.13 and 0.18 on two others; at full size it
-                                 #   tied on a held-out set (cpu variant; docs/results.md)]
+                                 #   INR (the paper; see phase2.kernel_blend); 'edges': a blind
+                                 #   deblurring of the LR image itself at the LR grid's scale
+                                 #   from predicted edges (kfjax.edge_kernel; classical, ours),
+                                 #   both phases skipped, then the final step (phase2.final_bp_reg,
+                                 #   final_tv), on LR images of ≥ edges.min_pixels only; 'lrdip':
+                                 #   the same from a deep image prior (kfjax.dip_kernel), unless
+                                 #   it never narrowed (lrdip.max_spread) [default 'inr' here and
+                                 #   in tiny; 'edges' in the default and cpu variants, below;
+                                 #   'lrdip' in none: averaged over 3 seeds it gained +0.41 dB on
+                                 #   the crop set it was tuned on and lost 0.13 and 0.18 on two
+                                 #   others; at full size it tied on a held-out set]
   c.edges = ml_collections.ConfigDict()    # kernel_source 'edges' (kfjax.edge_kernel)
   c.edges.n_iter = 7             # edge-prediction / kernel / deconvolution rounds per pyramid
                                  #   level [default, after Cho & Lee 2009]
@@ -85,7 +87,8 @@ def get_config(arg=None):
   c.edges.alpha = 2e-3           # gradient weight of the image step's deconvolution [default]
   c.edges.window = 0             # estimate on the centre window×window LR px at most
                                  #   (0 = the whole image) [default]
-  c.edges.min_pixels = 0         # LR images with fewer pixels fall back to the phases [default]
+  c.edges.min_pixels = 0         # LR images with fewer pixels fall back to the phases [default;
+                                 #   the default and cpu variants: 65536, below]
   c.lrdip = ml_collections.ConfigDict()    # kernel_source 'lrdip' (kfjax.dip_kernel)
   c.lrdip.steps = 1500           # Adam steps, ~35 s for 64×64 LR px on a 2-core CPU [default;
                                  #   800 and 3000 scored lower on blind144 crop mini]
@@ -173,6 +176,8 @@ def get_config(arg=None):
     c.phase2.precompile = True   # a cold first image 16 s sooner (H200, docs/speed.md)
     c.phase2.gaussian_test = -2.3  # as the cpu variant; full size: div2krk +0.73 → +2.01 dB over
                                  #   bicubic, blind144 mini −0.009 (docs/results.md)
+    c.kernel_source = 'edges'    # as the cpu variant: the kernel of a DIV2K-size image from
+    c.edges.min_pixels = 65536   #   its edges, the phases skipped; smaller images as before
   elif variant == 'cpu':
     # Measured on blind144 crop cases (docs/results.md, tuning log): lr 1e-3 with a short
     # EMA trains a usable PD in 600 steps (t=100 denoising 15.3 → 28.0 dB; lr 1e-4: 16.2 dB).
@@ -194,6 +199,12 @@ def get_config(arg=None):
     c.io.kernel_crop = 64        # larger photos: kernel from the centre 64×64 LR px (the size this
                                  #   variant was tuned on), then the whole image back-projected:
                                  #   ~3 min per DIV2K-size image (docs/results.md)
+    c.kernel_source = 'edges'    # LR images of ≥ 256² px: the edge kernel of the whole image,
+    c.edges.min_pixels = 65536   #   the phases skipped (~1 min per DIV2K-size image). Full size,
+                                 #   over the diffusion's kernel: +0.76 dB on blind144 mini (tuned
+                                 #   there), +0.55 on held-out div2kfk; on 64² crops (−0.70) and
+                                 #   Set14's 70²–180² LR (−0.26) it lost, so they keep the phases
+                                 #   (docs/results.md, "Edges predicted at the LR scale")
     c.demo.hr_size = 256
   elif variant == 'tiny':
     c.pd.width = 16

@@ -7,7 +7,7 @@ For each LR image, ``OUT/<stem>/`` receives ``hr.png``, ``kernel.npy``,
 ``io.kernel_crop`` it covers the centre window that set the kernel),
 ``kernel_inr.npy`` (the INR's own kernel, when ``phase2.kernel_blend`` > 0) and
 ``checkpoints/`` (none of the last four where ``phase2.gaussian_test`` or
-``kernel_source = 'lrdip'`` skipped the phases). ``metrics.json`` is
+``kernel_source`` 'edges' or 'lrdip' skipped the phases). ``metrics.json`` is
 written last, so its presence marks a finished image; such an image is skipped
 unless ``overwrite`` is set. A folder run also writes ``OUT/summary.csv``.
 """

@@ -627,10 +627,6 @@ def super_resolve(lr01, config: ml_collections.ConfigDict, *, kernel=None,
   """
   full01 = np.asarray(lr01, np.float32)
   lr01, window = kernel_window(full01, config)
-  if window is not None:
-    log(f'Kernel window (io.kernel_crop): the centre {window[3]}×{window[2]} LR px at '
-        f'({window[0]}, {window[1]}); the whole {full01.shape[1]}×{full01.shape[0]} image is '
-        'back-projected with its kernel')
   test = {}
   if kernel is None and config.phase2.gaussian_test < 0:
     shortcut, test = gaussian_shortcut(full01, window, config, log)
@@ -641,6 +637,10 @@ def super_resolve(lr01, config: ml_collections.ConfigDict, *, kernel=None,
     shortcut, source_test = source_shortcut(full01, window, config, log)
     if shortcut is not None:
       return shortcut
+  if window is not None:                # the phases run on the window
+    log(f'Kernel window (io.kernel_crop): the centre {window[3]}×{window[2]} LR px at '
+        f'({window[0]}, {window[1]}); the whole {full01.shape[1]}×{full01.shape[0]} image is '
+        'back-projected with its kernel')
   padded01, valid_hw = pad_to_bucket(lr01, config.io.size_bucket)
   lr = jnp.asarray(padded01 * 2.0 - 1.0)
   key = jax.random.PRNGKey(config.seed)
