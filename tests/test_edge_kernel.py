@@ -10,17 +10,6 @@ from kfjax import metrics
 from kfjax import sparse_kernel
 
 
-def _blocks(seed: int, size: int) -> np.ndarray:
-  """A piecewise-constant 2-D test image: 60 random rectangles on grey."""
-  rng = np.random.default_rng(seed)
-  x = np.full((size, size), 0.5)
-  for _ in range(60):
-    h, w = rng.integers(4, size // 3, 2)
-    i, j = rng.integers(0, size - 4, 2)
-    x[i:i + h, j:j + w] = rng.random()
-  return x
-
-
 def _discs(seed: int, size: int) -> np.ndarray:
   """A 2-D test image of 40 random discs on grey: edges in every direction."""
   rng = np.random.default_rng(seed)
@@ -71,18 +60,22 @@ class EdgeKernelTest(absltest.TestCase):
 
   def test_kernel_step_recovers_the_kernel_from_the_sharp_gradients(self):
     k = _line(7)
-    x = _blocks(1, 64)
+    x = _discs(1, 64)
     y = _blur(x, k)
     got = edge_kernel.fit_kernel(*edge_kernel.gradients(x), y, 7, gamma=1e-6)
-    np.testing.assert_allclose(got, k, atol=2e-3)
+    np.testing.assert_allclose(got, k, atol=5e-3)   # symmetric borders: not exactly
 
   def test_deconvolve_inverts_the_blur_in_the_interior(self):
-    k = _line(5)
-    x = _blocks(2, 64)
+    # A well-conditioned blur, off centre (a wrong convention would shift the result): with
+    # a tiny α the interior comes back exactly; a delta kernel with α = 0 returns y.
+    block = np.array([[0.02, 0.05, 0.02], [0.05, 0.72, 0.05], [0.02, 0.05, 0.02]])
+    k = np.pad(block, ((0, 2), (1, 1)))
+    x = _discs(2, 64)
     y = _blur(x, k)
-    got = edge_kernel.deconvolve(y, k, alpha=1e-4)
+    got = edge_kernel.deconvolve(y, k, alpha=1e-6)
     inner = (slice(8, -8),) * 2
-    self.assertLess(np.abs(got - x)[inner].mean(), 0.6 * np.abs(y - x)[inner].mean())
+    self.assertLess(np.abs(got - x)[inner].max(), 1e-4)
+    self.assertGreater(np.abs(y - x)[inner].max(), 0.1)
     delta = np.zeros((3, 3))
     delta[1, 1] = 1.0
     np.testing.assert_allclose(edge_kernel.deconvolve(y, delta, alpha=0.0), y, atol=1e-9)
@@ -102,7 +95,7 @@ class EdgeKernelTest(absltest.TestCase):
     self.assertLess(np.median(errs), 0.5 * blob['kernel_nerr'])
 
   def test_estimate_kernel_is_an_aligned_hr_kernel(self):
-    lr = np.repeat(_blur(_blocks(4, 48), _line(5))[..., None], 3, -1).astype(np.float32)
+    lr = np.repeat(_blur(_discs(4, 48), _line(5))[..., None], 3, -1).astype(np.float32)
     k = edge_kernel.estimate_kernel(lr, 4, 19)
     self.assertEqual(k.shape, (19, 19))
     self.assertEqual(k.dtype, np.float32)
