@@ -202,7 +202,7 @@ def get_config(arg=None):
     c.kernel_source = 'edges'    # LR images of ≥ 256² px: the edge kernel of the whole image,
     c.edges.min_pixels = 65536   #   the phases skipped (~1 min per DIV2K-size image). Full size,
                                  #   over the diffusion's kernel: +0.76 dB on blind144 mini (tuned
-                                 #   there), +0.55 on held-out div2kfk; on 64² crops (−0.70) and
+                                 #   there), +0.84 on held-out div2kfk; on 64² crops (−0.70) and
                                  #   Set14's 70²–180² LR (−0.26) it lost, so they keep the phases
                                  #   (docs/results.md, "Edges predicted at the LR scale")
     c.demo.hr_size = 256
