@@ -26,9 +26,12 @@ LR (kernel supports 3, 5, …, n), with at each level ``n_iter`` rounds of:
 The selection is what the L0 estimator of :mod:`kfjax.sparse_kernel` lacks:
 the kernel is fitted only where the prediction has a clean step edge, so
 long motion paths are found instead of blobs (docs/results.md, "Edges
-predicted at the LR scale"). Luma only, on the whole LR image by default;
-about 10 s for a DIV2K-size LR (510×339) on a 2-core CPU, well under 1 s for a
-64×64 crop.
+predicted at the LR scale"). On DIV2K-size images it beats the diffusion's
+kernel; on small ones (64×64 crops, Set14) it is unreliable, so the ×4
+variants use it only on LR images of ``edges.min_pixels`` or more
+(``kernel_source = 'edges'``, :func:`kfjax.pipeline.source_shortcut`). Luma
+only, on the whole LR image by default; about 10 s for a DIV2K-size LR
+(510×339) on a 2-core CPU, well under 1 s for a 64×64 crop.
 """
 
 from __future__ import annotations
