@@ -266,9 +266,9 @@ def run_method(method: str, lr01: np.ndarray, config: ml_collections.ConfigDict,
       raise ValueError('no kernelfusion kernel for this case (run kernelfusion on it first)')
     hr = degradation.back_projection(lr, est_kernel, scale)
   elif method in CLASSICAL_METHODS:
-    if method in ('lrdip_bp', 'edge_bp'):      # their settings come from the config
-      kernel = (pipeline.lrdip_kernel if method == 'lrdip_bp' else pipeline.edges_kernel)(
-          lr01, config)
+    from_config = {'lrdip_bp': pipeline.lrdip_kernel, 'edge_bp': pipeline.edges_kernel}
+    if method in from_config:                   # their settings come from the config
+      kernel = from_config[method](lr01, config)
     else:
       kernel = CLASSICAL_METHODS[method].estimate_kernel(lr01, scale, int(config.kernel.size))
     if config.phase2.final_bp_reg > 0:
