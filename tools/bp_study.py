@@ -18,7 +18,9 @@ r"""Back-projection studies behind docs/results.md (no training; seconds on a CP
   # settings overridden per variant: its kernel, then the back-projection (λ --regs).
   python tools/bp_study.py --bench=bench/mini --study=sparse --regs=0.3 \
       --variants='{"default": {}, "lam2e-2": {"lam": 0.02}}' --out=bench/sparse_mini.json
-  # ... or the edge kernel (kfjax.edge_kernel, the edge_bp method): --study=edges.
+  # ... or the edge kernel (kfjax.edge_kernel, the edge_bp method): --study=edges, there also
+  # through the TV SRs and mixes of --study=tv, and the GT kernel through the same
+  # (--tv_weights= for the back-projection alone).
 
   # How accurate must a kernel be? The GT kernel shifted (1, 2 px down), blurred (Gaussian
   # σ 0.7, 1.5 px), scaled (×0.85, ×1.15 about its centre of mass) or replaced by its
@@ -327,8 +329,13 @@ def case_settings(study, case, lr01, gt_kernel, scale, hr01, variants=None):
     for name, overrides in variants.items():
       k = estimator.estimate_kernel(lr01, scale, gt_kernel.shape[0], **overrides)
       out[f'{name}_nerr'] = metrics.kernel_metrics(k, gt_kernel)['kernel_nerr']
+      if study == 'edges':                            # and its TV SRs (--tv_weights, --tv_mixes)
+        tv_settings(out, f'{name}_', k, lr01, scale, regs)
+        continue
       for reg in regs:
         out[f'{name}_bp_reg_{reg:g}'] = degradation.back_projection(lr01, k, scale, reg=reg)
+    if study == 'edges' and _TV_WEIGHTS.value:        # the same final steps with the GT
+      tv_settings(out, 'gt_', gt_kernel, lr01, scale, regs)
     return out
   if study == 'lrscale':
     n, size = _LR_SUPPORT.value, gt_kernel.shape[0]
