@@ -6,15 +6,16 @@ Usage:
   python main.py --config=configs/x4.py:tiny           # smoke test (< 1 min on CPU, 32×32 LR)
   python main.py --config=configs/x4.py --config.phase2.t_start=300   # override a field
 
-Measured runtimes (2026-11-26/27; details in docs/speed.md):
+Measured runtimes (2026-11-26/28; details in docs/speed.md):
   tiny     2-core CPU, embedded demo (32×32 LR → 128×128):     ~30 s cold, ~13 s when re-run
   cpu      2-core CPU, embedded demo (64×64 LR → 256×256):     2.5–3 min; ~2.3 min per blind144
-           crop case; ~3 min per DIV2K-size image (kernel from the centre 64×64 LR window)
+           crop case; ~1 min per DIV2K-size image (the edge kernel, phases skipped)
   cpu      NVIDIA H100, one 64×64 LR blind144 crop case:       1.8–2.5 s; 57 s for the first
            (compilation)
-  default  NVIDIA H100, a DIV2K-size image (LR 510×339) end to end: 41 s once the machine
-           has compiled the programs (also in a new process), 162 s for the first image
-           (compilation); one Phase-2 inner step at HR 2048×1344: 80–82 ms in bf16
+  default  NVIDIA H200, a DIV2K-size image (LR 510×339) end to end, the edge kernel: 9.0 s
+           for the first image in a cold process, 6.6–14.2 s each; with the diffusion
+           (--config.kernel_source=inr) 41 s once compiled, 123–136 s for the first image;
+           one Phase-2 inner step at HR 2048×1344: 80–82 ms in bf16 (H100)
 """
 
 import ml_collections
@@ -81,14 +82,19 @@ def get_config(arg=None):
   c.edges = ml_collections.ConfigDict()    # kernel_source 'edges' (kfjax.edge_kernel)
   c.edges.n_iter = 7             # edge-prediction / kernel / deconvolution rounds per pyramid
                                  #   level [default, after Cho & Lee 2009]
-  c.edges.r = 1.0                # gradients kept per orientation bin: r·√(N·n²) [default; Cho &
-                                 #   Lee's 2 scored lower on blind144 full mini]
+  c.edges.r = 0.5                # gradients kept per orientation bin: r·√(N·n²) [default; on
+                                 #   blind144 full mini Cho & Lee's 2 scored lower than 1, and 1
+                                 #   lower than 0.5 (0.35 the same, 0.25 lower): docs/results.md]
   c.edges.gamma = 1e-2           # Tikhonov weight of the kernel step [default]
   c.edges.alpha = 2e-3           # gradient weight of the image step's deconvolution [default]
   c.edges.window = 0             # estimate on the centre window×window LR px at most
                                  #   (0 = the whole image) [default]
   c.edges.min_pixels = 0         # LR images with fewer pixels fall back to the phases [default;
                                  #   the default and cpu variants: 65536, below]
+  c.edges.final_tv = 3e-4        # with the edge kernel, the final step's TV weight and share in
+  c.edges.final_tv_mix = 0.75    #   place of phase2.final_tv and final_tv_mix [default: best of
+                                 #   λ 1e-4–1e-3 × share 0.5–1 on blind144 full mini, +0.45 dB
+                                 #   there and +0.53 on div2kfk full: docs/results.md]
   c.lrdip = ml_collections.ConfigDict()    # kernel_source 'lrdip' (kfjax.dip_kernel)
   c.lrdip.steps = 1500           # Adam steps, ~35 s for 64×64 LR px on a 2-core CPU [default;
                                  #   800 and 3000 scored lower on blind144 crop mini]
@@ -201,9 +207,10 @@ def get_config(arg=None):
                                  #   ~3 min per DIV2K-size image (docs/results.md)
     c.kernel_source = 'edges'    # LR images of ≥ 256² px: the edge kernel of the whole image,
     c.edges.min_pixels = 65536   #   the phases skipped (~1 min per DIV2K-size image). Full size,
-                                 #   over the diffusion's kernel: +0.76 dB on blind144 mini (tuned
-                                 #   there), +0.84 on held-out div2kfk; on 64² crops (−0.70) and
-                                 #   Set14's 70²–180² LR (−0.26) it lost, so they keep the phases
+                                 #   over the diffusion's kernel, with the edges.* settings
+                                 #   above: +1.20 dB on blind144 mini (tuned there), +1.37 on
+                                 #   held-out div2kfk; on 64² crops and Set14's 70²–180² LR it
+                                 #   lost (twenty-first session), so they keep the phases
                                  #   (docs/results.md, "Edges predicted at the LR scale")
     c.demo.hr_size = 256
   elif variant == 'tiny':

@@ -43,7 +43,7 @@ from kfjax import io
 from kfjax import kernels
 from kfjax import sparse_kernel
 
-DEFAULTS = dict(n_iter=7, r=1.0, share=1.0, gamma=1e-2, alpha=2e-3, threshold=0.05,
+DEFAULTS = dict(n_iter=7, r=0.5, share=1.0, gamma=1e-2, alpha=2e-3, threshold=0.05,
                 diagonal=True, window=0)
 """The estimator's settings (:func:`estimate_lr_kernel`), measured in docs/results.md."""
 

@@ -272,7 +272,8 @@ def run_method(method: str, lr01: np.ndarray, config: ml_collections.ConfigDict,
     else:
       kernel = CLASSICAL_METHODS[method].estimate_kernel(lr01, scale, int(config.kernel.size))
     if config.phase2.final_bp_reg > 0:
-      return pipeline.final_projection(None, lr01, kernel, config), kernel, {}
+      source = 'edges' if method == 'edge_bp' else 'inr'    # the edge kernel's own TV mix
+      return pipeline.final_projection(None, lr01, kernel, config, source=source), kernel, {}
     hr = degradation.back_projection(lr, kernel, scale, reg=0.0)
     return np.asarray(hr, np.float32), kernel, {}
   else:

@@ -421,14 +421,25 @@ def source_shortcut(full01, window, config, log: Callable = logging.info):
       log(f'Kernel: the LR-scale estimate is as spread as its uniform start (spread ratio '
           f'{ratio:.2f} > lrdip.max_spread {c.max_spread:g}), so the phases estimate it')
       return None, test
+  lam, mix = final_tv_setting(config, source)
+  tv = f', mixed with the TV SR (λ {lam:g}, share {mix:g})' if lam > 0 else ''
   log(f'Kernel: estimated in {test["seconds"]:.1f} s{summary}; both phases skipped, final '
-      'step on the whole image')
-  hr = final_projection(None, full01, kernel, config)
+      f'step on the whole image: the back-projection (λ {config.phase2.final_bp_reg:g}){tv}')
+  hr = final_projection(None, full01, kernel, config, source=source)
   return (hr, kernel, _skipped_phases(time.time() - t0, window, kernel_source=source,
                                       **{source: test})), test
 
 
-def final_projection(hr01, lr01, kernel, config, *, gaussian: bool = False) -> np.ndarray:
+def final_tv_setting(config, source: str = 'inr') -> tuple[float, float]:
+  """The final step's TV weight λ and share: ``edges.final_tv``, ``edges.final_tv_mix``
+  where the kernel is the edge kernel (``source`` 'edges'), else ``phase2.final_tv``,
+  ``phase2.final_tv_mix``."""
+  c = config.edges if source == 'edges' else config.phase2
+  return float(c.final_tv), float(c.final_tv_mix)
+
+
+def final_projection(hr01, lr01, kernel, config, *, gaussian: bool = False,
+                     source: str = 'inr') -> np.ndarray:
   """The returned HR: x̂0, or with ``phase2.final_bp_reg`` > 0 a final back-projection.
 
   The back-projection (:func:`kfjax.degradation.back_projection`, regulariser
@@ -439,8 +450,10 @@ def final_projection(hr01, lr01, kernel, config, *, gaussian: bool = False) -> n
   With ``phase2.final_tv`` = λ > 0 the output is
   ``(1 − final_tv_mix)·BP + final_tv_mix·TV``, where TV is the total-variation
   SR of the LR with the same kernel and weight λ, from the bicubic upscale
-  (:func:`kfjax.degradation.sparse_gradient_restore`). Our additions, measured
-  in docs/results.md.
+  (:func:`kfjax.degradation.sparse_gradient_restore`). Where the kernel is the
+  edge kernel (``source = 'edges'``) λ and the share are ``edges.final_tv`` and
+  ``edges.final_tv_mix`` instead (:func:`final_tv_setting`). Our additions,
+  measured in docs/results.md.
   """
   c = config.phase2
   if gaussian:                  # gaussian_switch said Gaussian blur: its TV SR alone
@@ -452,11 +465,11 @@ def final_projection(hr01, lr01, kernel, config, *, gaussian: bool = False) -> n
       raise ValueError(f"phase2.final_bp_from must be 'x0' or 'bicubic', got {c.final_bp_from!r}")
     init = hr01 if c.final_bp_from == 'x0' else None
     hr01 = degradation.back_projection(lr01, kernel, config.scale, init=init, reg=c.final_bp_reg)
-    if c.final_tv > 0:
+    lam, mix = final_tv_setting(config, source)
+    if lam > 0:
       tv = degradation.sparse_gradient_restore(
-          lr01, kernel, config.scale, degradation.bicubic_upscale(lr01, config.scale),
-          lam=c.final_tv)
-      hr01 = (1.0 - c.final_tv_mix) * hr01 + c.final_tv_mix * tv
+          lr01, kernel, config.scale, degradation.bicubic_upscale(lr01, config.scale), lam=lam)
+      hr01 = (1.0 - mix) * hr01 + mix * tv
   return np.clip(np.asarray(hr01, np.float32), 0.0, 1.0)
 
 

@@ -522,7 +522,15 @@ class PipelineTest(absltest.TestCase):
     self.assertTrue(info['phase2']['edges']['used'])
     want = pipeline.edges_kernel(lr, config)
     np.testing.assert_array_equal(k, want)
-    np.testing.assert_allclose(hr, pipeline.final_projection(None, lr, want, config), atol=1e-6)
+    # The final step is the back-projection mixed with the TV SR at the edge kernel's own
+    # weight and share (edges.final_tv, final_tv_mix), not phase2's.
+    config.update_from_flattened_dict({'edges.final_tv': 3e-3, 'edges.final_tv_mix': 0.25})
+    hr = pipeline.super_resolve(lr, config, log=lambda m: None)[0]
+    bp = degradation.back_projection(lr, want, 4, reg=config.phase2.final_bp_reg)
+    tv = degradation.sparse_gradient_restore(lr, want, 4, degradation.bicubic_upscale(lr, 4),
+                                             lam=3e-3)
+    np.testing.assert_allclose(hr, np.clip(0.75 * bp + 0.25 * tv, 0, 1), atol=1e-5)
+    self.assertGreater(np.abs(hr - pipeline.final_projection(None, lr, want, config)).max(), 1e-3)
     # One pixel too few: no shortcut, so super_resolve runs the phases (the path of lrdip's
     # fallback, tested above).
     config.edges.min_pixels = 24 * 20 + 1
