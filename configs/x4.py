@@ -93,8 +93,9 @@ def get_config(arg=None):
                                  #   the default and cpu variants: 65536, below]
   c.edges.final_tv = 3e-4        # with the edge kernel, the final step's TV weight and share in
   c.edges.final_tv_mix = 0.75    #   place of phase2.final_tv and final_tv_mix [default: best of
-                                 #   λ 1e-4–1e-3 × share 0.5–1 on blind144 full mini, +0.45 dB
-                                 #   there and +0.53 on div2kfk full: docs/results.md]
+                                 #   λ 1e-4–1e-3 × share 0.5–1 on blind144 full mini, +0.28 dB
+                                 #   over 1e-3 × 0.5 with r 0.5's kernels; the two changes
+                                 #   together +0.45 there, +0.53 on div2kfk full: results.md]
   c.lrdip = ml_collections.ConfigDict()    # kernel_source 'lrdip' (kfjax.dip_kernel)
   c.lrdip.steps = 1500           # Adam steps, ~35 s for 64×64 LR px on a 2-core CPU [default;
                                  #   800 and 3000 scored lower on blind144 crop mini]

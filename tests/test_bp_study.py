@@ -128,6 +128,14 @@ class ShrinkStudyTest(absltest.TestCase):
       self.assertGreater(row[f'{name}_nerr'], 0.0)
       self.assertIn(f'{name}_bp_reg_0.3', row)
     self.assertNotAlmostEqual(row['default_nerr'], row['one_nerr'], places=6)
+    self.assertFalse([k for k in row if k.startswith('gt_tv')])   # no TV weights: no TV
+    # With a TV weight: each variant's TV SR and its mix, and the GT kernel's, which beats
+    # bicubic (the mix is the same arithmetic as --study=tv, tested above).
+    row = self._row('edges', '--regs=0.3', '--tv_weights=1e-3', '--tv_mixes=0.5')
+    for name in ('default_tv_0.001', 'default_tv_0.001_mix_0.5_reg_0.3', 'gt_tv_0.001',
+                 'gt_tv_0.001_mix_0.5_reg_0.3', 'gt_bp_reg_0.3'):
+      self.assertIn(name, row)
+    self.assertGreater(row['gt_tv_0.001'], row['bicubic'] + 0.3)
 
   def test_lrdip_windows(self):
     # A tiny DIP (a few steps): one window, the mean of two and the joint fit each give a
