@@ -30,8 +30,9 @@ predicted at the LR scale"). On DIV2K-size images it beats the diffusion's
 kernel; on small ones (64×64 crops, Set14) it is unreliable, so the ×4
 variants use it only on LR images of ``edges.min_pixels`` or more
 (``kernel_source = 'edges'``, :func:`kfjax.pipeline.source_shortcut`). Luma
-only, on the whole LR image by default; about 10 s for a DIV2K-size LR
-(510×339) on a 2-core CPU, well under 1 s for a 64×64 crop.
+only, on the whole LR image by default; 2–5 s for a DIV2K-size LR (510×339)
+on a 2-core CPU at r = 0.5 (about 10 s at r = 1), well under 1 s for a 64×64
+crop.
 """
 
 from __future__ import annotations
