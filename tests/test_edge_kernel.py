@@ -58,6 +58,12 @@ class EdgeKernelTest(absltest.TestCase):
     horizontal = (ang < np.pi / 4) & (mag > 0)
     self.assertGreaterEqual(mag[kept & horizontal].min(), mag[~kept & horizontal].max())
 
+  def test_remove_pedestal_subtracts_a_share_of_the_peak(self):
+    k = np.array([[0.1, 0.5], [1.0, 0.2]])
+    np.testing.assert_allclose(edge_kernel.remove_pedestal(k, 0.2),
+                               np.array([[0.0, 0.3], [0.8, 0.0]]) / 1.1)
+    np.testing.assert_allclose(edge_kernel.remove_pedestal(k, 0.0), k / k.sum())
+
   def test_kernel_step_recovers_the_kernel_from_the_sharp_gradients(self):
     k = _line(7)
     x = _discs(1, 64)
