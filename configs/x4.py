@@ -90,7 +90,7 @@ def get_config(arg=None):
   c.edges.window = 0             # estimate on the centre window×window LR px at most
                                  #   (0 = the whole image) [default]
   c.edges.min_pixels = 0         # LR images with fewer pixels fall back to the phases [default;
-                                 #   the default and cpu variants: 65536, below]
+                                 #   the default and cpu variants: 16384, below]
   c.edges.final_tv = 3e-4        # with the edge kernel, the final step's TV weight and share in
   c.edges.final_tv_mix = 0.75    #   place of phase2.final_tv and final_tv_mix [default: best of
                                  #   λ 1e-4–1e-3 × share 0.5–1 on blind144 full mini, +0.28 dB
@@ -183,8 +183,8 @@ def get_config(arg=None):
     c.phase2.precompile = True   # a cold first image 16 s sooner (H200, docs/speed.md)
     c.phase2.gaussian_test = -2.3  # as the cpu variant; full size: div2krk +0.73 → +2.01 dB over
                                  #   bicubic, blind144 mini −0.009 (docs/results.md)
-    c.kernel_source = 'edges'    # as the cpu variant: the kernel of a DIV2K-size image from
-    c.edges.min_pixels = 65536   #   its edges, the phases skipped; smaller images as before
+    c.kernel_source = 'edges'    # as the cpu variant: the kernel of an LR image of ≥ 128² px
+    c.edges.min_pixels = 16384   #   from its edges, the phases skipped; smaller images as before
   elif variant == 'cpu':
     # Measured on blind144 crop cases (docs/results.md, tuning log): lr 1e-3 with a short
     # EMA trains a usable PD in 600 steps (t=100 denoising 15.3 → 28.0 dB; lr 1e-4: 16.2 dB).
@@ -206,13 +206,15 @@ def get_config(arg=None):
     c.io.kernel_crop = 64        # larger photos: kernel from the centre 64×64 LR px (the size this
                                  #   variant was tuned on), then the whole image back-projected:
                                  #   ~3 min per DIV2K-size image (docs/results.md)
-    c.kernel_source = 'edges'    # LR images of ≥ 256² px: the edge kernel of the whole image,
-    c.edges.min_pixels = 65536   #   the phases skipped (~1 min per DIV2K-size image). Full size,
+    c.kernel_source = 'edges'    # LR images of ≥ 128² px: the edge kernel of the whole image,
+    c.edges.min_pixels = 16384   #   the phases skipped (~1 min per DIV2K-size image). Full size,
                                  #   over the diffusion's kernel, with the edges.* settings
                                  #   above: +1.20 dB on blind144 mini (tuned there), +1.37 on
-                                 #   held-out div2kfk; on 64² crops and Set14's 70²–180² LR it
-                                 #   lost (twenty-first session), so they keep the phases
-                                 #   (docs/results.md, "Edges predicted at the LR scale")
+                                 #   held-out div2kfk; it lost on 64² crops and on Set14's LR
+                                 #   images under 12k px, which keep the phases; on its ones of
+                                 #   ≥ 16k px and DIV2K crops of LR 128²–256² it won
+                                 #   (docs/results.md, "Cleaning the edge kernel, and the size
+                                 #   where the variants switch"; 65536 before)
     c.demo.hr_size = 256
   elif variant == 'tiny':
     c.pd.width = 16
