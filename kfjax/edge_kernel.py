@@ -26,9 +26,9 @@ LR (kernel supports 3, 5, …, n), with at each level ``n_iter`` rounds of:
 The selection is what the L0 estimator of :mod:`kfjax.sparse_kernel` lacks:
 the kernel is fitted only where the prediction has a clean step edge, so
 long motion paths are found instead of blobs (docs/results.md, "Edges
-predicted at the LR scale"). On DIV2K-size images it beats the diffusion's
-kernel; on small ones (64×64 crops, Set14) it is unreliable, so the ×4
-variants use it only on LR images of ``edges.min_pixels`` or more
+predicted at the LR scale"). On LR images of 128² px and more it beats the
+diffusion's kernel; on small ones (64×64 crops, Set14's of < 12k px) it is
+unreliable, so the ×4 variants use it only on LR images of ``edges.min_pixels`` or more
 (``kernel_source = 'edges'``, :func:`kfjax.pipeline.source_shortcut`). Luma
 only, on the whole LR image by default; 2–5 s for a DIV2K-size LR (510×339)
 on a 2-core CPU at r = 0.5 (about 10 s at r = 1), well under 1 s for a 64×64
