@@ -91,6 +91,10 @@ def get_config(arg=None):
                                  #   (0 = the whole image) [default]
   c.edges.min_pixels = 0         # LR images with fewer pixels fall back to the phases [default;
                                  #   the default and cpu variants: 16384, below]
+  c.edges.min_agreement = 0.0    # where the Gaussian test fires on an image the edge kernel
+                                 #   takes, its switch stands only if the edge kernel's cosine
+                                 #   with the spectral Gaussian is at least this (0 = off)
+                                 #   [default; the default and cpu variants: 0.6, below]
   c.edges.final_tv = 3e-4        # with the edge kernel, the final step's TV weight and share in
   c.edges.final_tv_mix = 0.75    #   place of phase2.final_tv and final_tv_mix [default: best of
                                  #   λ 1e-4–1e-3 × share 0.5–1 on blind144 full mini, +0.28 dB

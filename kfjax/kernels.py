@@ -271,6 +271,20 @@ def moment_gaussian(kernel) -> np.ndarray:
   return g / g.sum()
 
 
+def cosine(kernel_a, kernel_b) -> float:
+  """The cosine similarity ⟨a, b⟩ / (‖a‖ ‖b‖) of two same-size kernels, as placed.
+
+  1 for kernels equal up to a factor, near 0 for ones that share little mass.
+  No shift is applied: both must be in one convention (e.g. both centred for the
+  scale by :func:`align_for_scale`).
+  """
+  a = np.asarray(kernel_a, np.float64)
+  b = np.asarray(kernel_b, np.float64)
+  if a.shape != b.shape:
+    raise ValueError(f'kernels of different shapes {a.shape} and {b.shape}')
+  return float(np.sum(a * b) / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+
 def shift_to(kernel, target) -> np.ndarray:
   """The kernel moved so that its centre of mass is ``target`` (row, col), sub-pixel.
 

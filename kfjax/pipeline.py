@@ -8,6 +8,7 @@ and :mod:`kfjax.phase2`, so a research variant can reuse them directly.
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 import dataclasses
 import functools
@@ -330,6 +331,9 @@ def gaussian_shortcut(full01, window, config, log: Callable = logging.info):
   on a 64×64 window it separates Gaussian from motion blur less well
   (docs/results.md).
 
+  Where the edge kernel would take the image, the switch must also pass
+  :func:`edges_veto`.
+
   Returns ``(result, test)``: ``test`` is the test's info; where it says
   Gaussian, both phases are skipped (their kernel would be replaced anyway) and
   ``result`` is ``(hr, kernel, info)`` in :func:`super_resolve`'s form, the
@@ -337,10 +341,14 @@ def gaussian_shortcut(full01, window, config, log: Callable = logging.info):
   """
   t0 = time.time()
   gauss, test = gaussian_switch(full01, config)
+  if gauss is not None:
+    gauss = edges_veto(full01, gauss, test, config)
   log(f"Gaussian-blur test (phase2.gaussian_test {config.phase2.gaussian_test:g}): evidence "
       f"gain {test['evidence_gain']:.2f}, " + (
-          'Gaussian: the output is its TV SR; both phases skipped' if test['gaussian']
-          else 'not Gaussian'))
+          'Gaussian: the output is its TV SR; both phases skipped' if test['gaussian'] else
+          f"Gaussian, but overruled: the edge kernel's cosine with it is {test['agreement']:.2f}"
+          f" < edges.min_agreement {config.edges.min_agreement:g}" if test.get('vetoed') else
+          'not Gaussian'))
   if gauss is None:
     return None, test
   hr = final_projection(None, full01, gauss, config, gaussian=True)
@@ -367,12 +375,62 @@ def lrdip_kernel(lr01, config) -> np.ndarray:
                                     levels=c.levels, window=c.window, seed=config.seed)
 
 
+_EDGES_MEMO: collections.OrderedDict = collections.OrderedDict()
+_EDGES_MEMO_SIZE = 64
+
+
 def edges_kernel(lr01, config) -> np.ndarray:
   """``kernel_source = 'edges'``: :func:`kfjax.edge_kernel.estimate_kernel` with the
-  ``edges`` settings; a (kernel.size, kernel.size) kernel."""
+  ``edges`` settings; a (kernel.size, kernel.size) kernel.
+
+  The last few results are kept in memory, keyed by the image's bytes and the
+  settings, so that :func:`edges_veto` and :func:`source_shortcut` estimate it once.
+  """
   c = config.edges
-  return edge_kernel.estimate_kernel(lr01, config.scale, config.kernel.size, n_iter=c.n_iter,
-                                     r=c.r, gamma=c.gamma, alpha=c.alpha, window=c.window)
+  arr = np.ascontiguousarray(lr01)
+  key = (hashlib.sha256(arr.tobytes()).hexdigest(), arr.shape, str(arr.dtype), config.scale,
+         config.kernel.size, c.n_iter, c.r, c.gamma, c.alpha, c.window)
+  if key not in _EDGES_MEMO:
+    _EDGES_MEMO[key] = edge_kernel.estimate_kernel(
+        arr, config.scale, config.kernel.size, n_iter=c.n_iter, r=c.r, gamma=c.gamma,
+        alpha=c.alpha, window=c.window)
+    while len(_EDGES_MEMO) > _EDGES_MEMO_SIZE:
+      _EDGES_MEMO.popitem(last=False)
+  _EDGES_MEMO.move_to_end(key)
+  return _EDGES_MEMO[key].copy()
+
+
+def edges_apply(full01, config) -> bool:
+  """Whether the edge kernel takes this LR image: ``kernel_source`` 'edges' and at least
+  ``edges.min_pixels`` pixels."""
+  return (config.kernel_source == 'edges'
+          and full01.shape[0] * full01.shape[1] >= config.edges.min_pixels)
+
+
+def edges_veto(full01, gauss, test: dict, config) -> np.ndarray | None:
+  """``edges.min_agreement``: the Gaussian test's kernel, or None where the edge kernel
+  overrules it.
+
+  Where :func:`gaussian_switch` says Gaussian on an image that the edge kernel
+  takes (:func:`edges_apply`), the edge kernel is estimated too, and the
+  switch stands only where the two kernels agree: cosine similarity
+  (:func:`kfjax.kernels.cosine`) at least ``edges.min_agreement``. Elsewhere
+  the test's call is taken to be a non-Gaussian blur whose spectrum looks
+  Gaussian (a hollow square's does), and the edge kernel's path follows
+  (:func:`source_shortcut`). Our addition, measured in docs/results.md. Adds
+  ``agreement`` and ``vetoed`` to ``test`` (and sets ``gaussian`` False when
+  vetoed); with the setting 0, or where the edge kernel does not apply, returns
+  ``gauss`` unchanged.
+  """
+  threshold = config.edges.min_agreement
+  if threshold <= 0 or not edges_apply(full01, config):
+    return gauss
+  test['agreement'] = kernels.cosine(edges_kernel(full01, config), gauss)
+  test['vetoed'] = test['agreement'] < threshold
+  if test['vetoed']:
+    test['gaussian'] = False
+    return None
+  return gauss
 
 
 def source_shortcut(full01, window, config, log: Callable = logging.info):
@@ -398,7 +456,7 @@ def source_shortcut(full01, window, config, log: Callable = logging.info):
   if source == 'edges':
     c = config.edges
     pixels = full01.shape[0] * full01.shape[1]
-    if pixels < c.min_pixels:
+    if not edges_apply(full01, config):
       log(f'Kernel: the LR has {pixels} px, fewer than edges.min_pixels {c.min_pixels}, too few '
           'for the edge kernel, so the phases estimate it')
       return None, {'used': False, 'seconds': 0.0}
@@ -649,6 +707,8 @@ def super_resolve(lr01, config: ml_collections.ConfigDict, *, kernel=None,
   if kernel is None and config.kernel_source in ('lrdip', 'edges'):
     shortcut, source_test = source_shortcut(full01, window, config, log)
     if shortcut is not None:
+      if test:
+        shortcut[2]['phase2']['gaussian_test'] = test
       return shortcut
   if window is not None:                # the phases run on the window
     log(f'Kernel window (io.kernel_crop): the centre {window[3]}×{window[2]} LR px at '

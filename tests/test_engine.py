@@ -1,6 +1,8 @@
 """Tests for the engine: Phase-1/2 steps compile once, scan == loop, kernel recovery,
 a tiny end-to-end run of pipeline.super_resolve, and the NaN guard."""
 
+from unittest import mock
+
 from absl.testing import absltest
 import chex
 import jax
@@ -10,8 +12,8 @@ import optax
 import skimage.data
 
 from configs import x4
-from kfjax import (degradation, diffusion, dip_kernel, kernels, metrics, phase1, phase2, pipeline,
-                   sparse_kernel, spectral_kernel)
+from kfjax import (degradation, diffusion, dip_kernel, edge_kernel, kernels, metrics, phase1,
+                   phase2, pipeline, sparse_kernel, spectral_kernel)
 from kfjax.models import KernelINR, PatchDiffusion, UNet, render_kernel
 
 
@@ -473,6 +475,51 @@ class PipelineTest(absltest.TestCase):
     self.assertEqual(info2['phase1']['steps'], 10)
     self.assertGreater(info2['phase2']['inner_steps'], 0)
     self.assertGreater(np.abs(k2 - fit).max(), 1e-3)
+
+  def test_gaussian_switch_overruled_by_the_edge_kernel(self):
+    """edges.min_agreement: where the Gaussian test fires on an image the edge kernel takes,
+    the switch stands only if the edge kernel's cosine with the spectral fit reaches the
+    setting; otherwise the run is the edge kernel's, estimated once."""
+    config = x4.get_config('tiny')
+    config.update_from_flattened_dict({'kernel_source': 'edges', 'edges.n_iter': 2,
+                                       'phase2.gaussian_test': -0.01, 'phase2.final_tv': 1e-3})
+    lr = np.asarray(degradation.downscale(
+        _astronaut(96)[:, :80], kernels.anisotropic_gaussian(9, sigmas=(2.0, 1.0)), 4))
+    fit = spectral_kernel.fit_gaussian(lr, 4, config.kernel.size)[0]
+    edge = pipeline.edges_kernel(lr, config)
+    agreement = kernels.cosine(edge, fit)
+    self.assertGreater(agreement, 0.05)
+    self.assertLess(agreement, 0.99)
+    quiet = lambda m: None
+    _, k, info = pipeline.super_resolve(lr, config, log=quiet)      # off (0): the switch stands
+    np.testing.assert_allclose(k, fit, atol=1e-7)
+    self.assertNotIn('agreement', info['phase2']['gaussian_test'])
+    config.edges.min_agreement = agreement - 0.01                    # agrees: the switch stands
+    _, k, info = pipeline.super_resolve(lr, config, log=quiet)
+    np.testing.assert_allclose(k, fit, atol=1e-7)
+    test = info['phase2']['gaussian_test']
+    self.assertTrue(test['gaussian'])
+    self.assertFalse(test['vetoed'])
+    self.assertAlmostEqual(test['agreement'], agreement, places=6)
+    config.edges.min_agreement = agreement + 0.01                    # disagrees: overruled
+    calls = []
+    estimate = edge_kernel.estimate_kernel
+    with mock.patch.object(edge_kernel, 'estimate_kernel',
+                           lambda *a, **kw: calls.append(1) or estimate(*a, **kw)):
+      pipeline._EDGES_MEMO.clear()
+      hr, k, info = pipeline.super_resolve(lr, config, log=quiet)
+    self.assertEqual(len(calls), 1)                                  # once for both uses
+    np.testing.assert_array_equal(k, edge)
+    self.assertEqual(info['phase2']['kernel_source'], 'edges')
+    test = info['phase2']['gaussian_test']
+    self.assertTrue(test['vetoed'])
+    self.assertFalse(test['gaussian'])
+    np.testing.assert_allclose(hr, pipeline.final_projection(None, lr, edge, config,
+                                                             source='edges'), atol=1e-6)
+    config.edges.min_pixels = lr.shape[0] * lr.shape[1] + 1          # edges do not apply
+    _, k, info = pipeline.super_resolve(lr, config, log=quiet)
+    np.testing.assert_allclose(k, fit, atol=1e-7)
+    self.assertNotIn('agreement', info['phase2']['gaussian_test'])
 
   def test_lrdip_kernel_source(self):
     """kernel_source 'lrdip': where the LR-scale kernel narrowed, no phase runs, the kernel is
