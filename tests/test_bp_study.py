@@ -13,10 +13,13 @@ import imageio.v3 as iio
 import numpy as np
 import skimage.data
 
+from configs import x4
 from kfjax import benchmark
 from kfjax import evaluation
 from kfjax import kernels
 from kfjax import metrics
+from kfjax import pipeline
+from kfjax import spectral_kernel
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOOL = os.path.join(REPO, 'tools', 'bp_study.py')
@@ -212,6 +215,20 @@ class ShrinkStudyTest(absltest.TestCase):
     self.assertEqual(proc.stderr.strip().splitlines()[-1],
                      "bp_study: error: --gauss_taus: no setting 'nothing' (one --variants entry; "
                      'see --switch_from, --switch_to)')
+
+  def test_agreement(self):
+    # The Gaussian test's evidence gain, its call at the given τ, and the edge kernel's cosine
+    # with the fit: the values pipeline.edges_veto compares (config x4 cpu).
+    row = self._row('agreement', '--regs=', '--gauss_taus=100')
+    self.assertEqual(set(row), {'spectral_evidence_gain', 'fires', 'edge_spectral_cosine'})
+    self.assertEqual(row['fires'], 1.0)
+    config = x4.get_config('cpu')
+    lr01 = evaluation.read_case_inputs(evaluation.load_benchmark(self.bench)['cases'][0], 4)[0]
+    fit, info = spectral_kernel.fit_gaussian(lr01, 4, config.kernel.size)
+    self.assertAlmostEqual(row['spectral_evidence_gain'], info['evidence_gain'], places=6)
+    self.assertAlmostEqual(row['edge_spectral_cosine'],
+                           kernels.cosine(pipeline.edges_kernel(lr01, config), fit), places=6)
+    self.assertEqual(self._row('agreement', '--regs=', '--gauss_taus=-100')['fires'], 0.0)
 
   def test_inr_with_the_gt_kernel(self):
     # --kernel_blend=0: the saved kernel (the GT) is the INR's.

@@ -97,6 +97,13 @@ r"""Back-projection studies behind docs/results.md (no training; seconds on a CP
       --tv_weights=1e-3 --tv_mixes=0.5 --out=bench/lrdip_windows_full_mini.json \
       --variants='{"one":{},"mean4":{"windows":4},"joint4":{"windows":4,"combine":"joint"}}'
 
+  # Does the edge kernel agree with the Gaussian-blur test's fit (config edges.min_agreement)?
+  # Per case, as the `cpu` variant computes them (config kernel.size): the spectral fit's
+  # evidence gain, whether the test fires at τ = --gauss_taus' first value (default: the
+  # variant's), and the cosine similarity of the edge kernel with the fit. No images.
+  python tools/bp_study.py --bench=bench/full_mini --study=agreement --regs= \
+      --out=bench/agreement_full_mini.json
+
 Prints a table of mean psnr_y (and kernel_nerr) per setting and writes every per-case value
 to --out.
 """
@@ -114,16 +121,18 @@ if _REPO not in sys.path:
   sys.path.insert(0, _REPO)
 
 # pylint: disable-next=wrong-import-position
+from configs import x4
 from kfjax import (degradation, dip_kernel, edge_kernel, evaluation, io, kernels, metrics,
-                   sparse_kernel, spectral_kernel)
+                   pipeline, sparse_kernel, spectral_kernel)
 
 _BENCH = flags.DEFINE_string('bench', None, 'Benchmark folder.')
 _STUDY = flags.DEFINE_enum('study', 'gaussian',
                            ['gaussian', 'projection', 'refit', 'sparse', 'perturb', 'shrink',
                             'blend', 'tv', 'spectral', 'inr', 'ensemble', 'lrscale', 'lrdip',
-                            'edges'],
+                            'edges', 'agreement'],
                            'Which study.')
-_SELF_CONTAINED = ('gaussian', 'sparse', 'perturb', 'lrscale', 'lrdip', 'edges')  # no --eval_dir
+_SELF_CONTAINED = ('gaussian', 'sparse', 'perturb', 'lrscale', 'lrdip', 'edges',  # no --eval_dir
+                   'agreement')
 _VARIANTS = flags.DEFINE_string('variants', '{"default": {}}',
                                 'sparse, edges, spectral, lrscale, lrdip: JSON {name: '
                                 'estimate_kernel '
@@ -303,8 +312,21 @@ def tv_settings(out: dict, prefix: str, kernel, lr01, scale: int, regs) -> None:
           out[f'{prefix}tv_{lam:g}_mix_{mix:g}_reg_{reg:g}{it}'] = (1 - mix) * bp + mix * tv
 
 
+def agreement_values(lr01) -> dict:
+  """--study=agreement: the `cpu` variant's Gaussian-test fit, its call, and the edge kernel's
+  cosine with it (:func:`kfjax.pipeline.edges_veto`'s quantity) for one LR image."""
+  config = x4.get_config('cpu')
+  tau = float(_GAUSS_TAUS.value[0]) if _GAUSS_TAUS.value else config.phase2.gaussian_test
+  fit, info = spectral_kernel.fit_gaussian(lr01, config.scale, config.kernel.size)
+  return {'spectral_evidence_gain': info['evidence_gain'],
+          'fires': float(info['evidence_gain'] < tau),
+          'edge_spectral_cosine': kernels.cosine(pipeline.edges_kernel(lr01, config), fit)}
+
+
 def case_settings(study, case, lr01, gt_kernel, scale, hr01, variants=None):
   """{setting name: HR estimate} for one case."""
+  if study == 'agreement':
+    return agreement_values(lr01)
   out = {'bicubic': degradation.bicubic_upscale(lr01, scale),
          'bp_gt': degradation.back_projection(lr01, gt_kernel, scale)}
   regs = [float(r) for r in _REGS.value]
