@@ -189,6 +189,7 @@ def get_config(arg=None):
                                  #   bicubic, blind144 mini −0.009 (docs/results.md)
     c.kernel_source = 'edges'    # as the cpu variant: the kernel of an LR image of ≥ 128² px
     c.edges.min_pixels = 16384   #   from its edges, the phases skipped; smaller images as before
+    c.edges.min_agreement = 0.6  # as the cpu variant
   elif variant == 'cpu':
     # Measured on blind144 crop cases (docs/results.md, tuning log): lr 1e-3 with a short
     # EMA trains a usable PD in 600 steps (t=100 denoising 15.3 → 28.0 dB; lr 1e-4: 16.2 dB).
@@ -219,6 +220,12 @@ def get_config(arg=None):
                                  #   ≥ 16k px and DIV2K crops of LR 128²–256² it won
                                  #   (docs/results.md, "Cleaning the edge kernel, and the size
                                  #   where the variants switch"; 65536 before)
+    c.edges.min_agreement = 0.6  # the Gaussian test overruled where the edge kernel disagrees:
+                                 #   blind144 full mini +1.53 → +1.76 dB over bicubic (its hollow
+                                 #   square, cosine 0.25); no call changed on 28 other fired
+                                 #   full-size pairs (cosines ≥ 0.81), 15 of them Gaussian
+                                 #   (docs/results.md, "The Gaussian test overruled by the edge
+                                 #   kernel")
     c.demo.hr_size = 256
   elif variant == 'tiny':
     c.pd.width = 16
