@@ -223,7 +223,7 @@ def get_config(arg=None):
     c.edges.min_agreement = 0.6  # the Gaussian test overruled where the edge kernel disagrees:
                                  #   blind144 full mini +1.53 → +1.76 dB over bicubic (its hollow
                                  #   square, cosine 0.25); no call changed on 28 other fired
-                                 #   full-size pairs (cosines ≥ 0.81), 15 of them Gaussian
+                                 #   full-size pairs (cosines ≥ 0.81), 17 of them Gaussian
                                  #   (docs/results.md, "The Gaussian test overruled by the edge
                                  #   kernel")
     c.demo.hr_size = 256
