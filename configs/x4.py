@@ -87,6 +87,12 @@ def get_config(arg=None):
                                  #   lower than 0.5 (0.35 the same, 0.25 lower): docs/results.md]
   c.edges.gamma = 1e-2           # Tikhonov weight of the kernel step [default]
   c.edges.alpha = 2e-3           # gradient weight of the image step's deconvolution [default]
+  c.edges.soften = 0.0           # σ (LR px) of a Gaussian on the predicted step edges in the
+                                 #   kernel step: the LR grid's sharp image has soft edges (its
+                                 #   HR block means), which the kernel would otherwise absorb
+                                 #   [ours; 0 = off; docs/results.md, "Soft edges"]
+  c.edges.threshold = 0.05       # the kernel step's taps below this share of the largest are
+                                 #   zeroed [default]
   c.edges.window = 0             # estimate on the centre window×window LR px at most
                                  #   (0 = the whole image) [default]
   c.edges.min_pixels = 0         # LR images with fewer pixels fall back to the phases [default;

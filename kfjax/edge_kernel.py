@@ -45,7 +45,7 @@ from kfjax import kernels
 from kfjax import sparse_kernel
 
 DEFAULTS = dict(n_iter=7, r=0.5, share=1.0, gamma=1e-2, alpha=2e-3, threshold=0.05,
-                diagonal=True, window=0, pedestal=0.0)
+                diagonal=True, window=0, pedestal=0.0, soften=0.0)
 """The estimator's settings (:func:`estimate_lr_kernel`), measured in docs/results.md."""
 
 
@@ -100,14 +100,24 @@ def select_gradients(x, n: int, r: float, share: float = 1.0) -> tuple[np.ndarra
 
 def fit_kernel(px, py, y, n: int, *, gamma: float = DEFAULTS['gamma'],
                threshold: float = DEFAULTS['threshold'],
-               diagonal: bool = DEFAULTS['diagonal']) -> np.ndarray:
+               diagonal: bool = DEFAULTS['diagonal'],
+               soften: float = DEFAULTS['soften']) -> np.ndarray:
   """The kernel step: ``min_k ‖k ⊛ px − ∂_x y‖² + ‖k ⊛ py − ∂_y y‖² + γ‖k‖²``, cleaned.
 
   ``k ⊛`` is :func:`kfjax.degradation.downscale` at scale 1 (through
   :func:`kfjax.sparse_kernel.patch_matrix`); γ is relative to the mean diagonal
   of the data term. Returns an (n, n) float64 kernel summing to 1.
+
+  ``soften`` > 0 blurs the predicted gradients by a Gaussian of that σ (pixels)
+  first. The sharp image the LR grid sees is the HR image's s×s block means, whose
+  edges are about one LR pixel soft where the shock filter predicts steps; fitted
+  to steps, the kernel absorbs that softness and comes out wider than the truth's
+  block sums (by ~0.2 px² in variance on blind144 full mini; docs/results.md,
+  "Soft edges").
   """
   ata, atb = 0.0, 0.0
+  if soften > 0:
+    px, py = ndimage.gaussian_filter(px, soften), ndimage.gaussian_filter(py, soften)
   for p, d in zip((px, py), gradients(y)):
     a = sparse_kernel.patch_matrix(p, n, 1, d.shape).reshape(-1, n * n)
     ata = ata + a.T @ a
@@ -161,7 +171,8 @@ def estimate_lr_kernel(lr01, n: int, *, n_iter: int = DEFAULTS['n_iter'],
                        threshold: float = DEFAULTS['threshold'],
                        diagonal: bool = DEFAULTS['diagonal'],
                        window: int = DEFAULTS['window'],
-                       pedestal: float = DEFAULTS['pedestal']) -> np.ndarray:
+                       pedestal: float = DEFAULTS['pedestal'],
+                       soften: float = DEFAULTS['soften']) -> np.ndarray:
   """The (n, n) LR-scale blur of an LR image, blind (module docstring).
 
   Args:
@@ -169,7 +180,7 @@ def estimate_lr_kernel(lr01, n: int, *, n_iter: int = DEFAULTS['n_iter'],
     n: the kernel's support in LR pixels (odd).
     n_iter: rounds per pyramid level; the selection keeps 1/0.9^i times as
       many gradients in round i.
-    r, share, gamma, alpha, threshold, diagonal: :func:`select_gradients`,
+    r, share, gamma, alpha, threshold, diagonal, soften: :func:`select_gradients`,
       :func:`fit_kernel`, :func:`deconvolve`.
     window: estimate on the centre window×window LR pixels at most; 0 = the
       whole image.
@@ -200,7 +211,7 @@ def estimate_lr_kernel(lr01, n: int, *, n_iter: int = DEFAULTS['n_iter'],
     for i in range(n_iter):
       px, py = select_gradients(shock_filter(x), size, r / 0.9 ** i, share / 0.9 ** i)
       kernel = fit_kernel(px, py, ys, size, gamma=gamma, threshold=threshold,
-                          diagonal=diagonal)
+                          diagonal=diagonal, soften=soften)
       x = deconvolve(ys, kernel, alpha)
   return remove_pedestal(kernel, pedestal) if pedestal > 0 else kernel
 

@@ -389,11 +389,11 @@ def edges_kernel(lr01, config) -> np.ndarray:
   c = config.edges
   arr = np.ascontiguousarray(lr01)
   key = (hashlib.sha256(arr.tobytes()).hexdigest(), arr.shape, str(arr.dtype), config.scale,
-         config.kernel.size, c.n_iter, c.r, c.gamma, c.alpha, c.window)
+         config.kernel.size, c.n_iter, c.r, c.gamma, c.alpha, c.threshold, c.window, c.soften)
   if key not in _EDGES_MEMO:
     _EDGES_MEMO[key] = edge_kernel.estimate_kernel(
         arr, config.scale, config.kernel.size, n_iter=c.n_iter, r=c.r, gamma=c.gamma,
-        alpha=c.alpha, window=c.window)
+        alpha=c.alpha, threshold=c.threshold, window=c.window, soften=c.soften)
     while len(_EDGES_MEMO) > _EDGES_MEMO_SIZE:
       _EDGES_MEMO.popitem(last=False)
   _EDGES_MEMO.move_to_end(key)

@@ -2,6 +2,7 @@
 
 from absl.testing import absltest
 import numpy as np
+from scipy import ndimage
 
 from kfjax import degradation
 from kfjax import edge_kernel
@@ -70,6 +71,21 @@ class EdgeKernelTest(absltest.TestCase):
     y = _blur(x, k)
     got = edge_kernel.fit_kernel(*edge_kernel.gradients(x), y, 7, gamma=1e-6)
     np.testing.assert_allclose(got, k, atol=5e-3)   # symmetric borders: not exactly
+
+  def test_soften_takes_the_soft_latent_edges_out_of_the_kernel(self):
+    # The sharp latent's edges are soft (Gaussian σ 0.5) where the prediction has steps:
+    # the plain kernel step folds that softness into the kernel, `soften` keeps it out.
+    k = _line(7)
+    x = _discs(3, 64)
+    y = _blur(ndimage.gaussian_filter(x, 0.5), k)
+    grads = edge_kernel.gradients(x)
+    plain = edge_kernel.fit_kernel(*grads, y, 7, gamma=1e-6, threshold=0.0)
+    soft = edge_kernel.fit_kernel(*grads, y, 7, gamma=1e-6, threshold=0.0, soften=0.5)
+    np.testing.assert_allclose(soft, k, atol=2e-2)
+    self.assertGreater(np.abs(plain - k).max(), 0.05)
+    var = lambda kk: np.trace(kernels.second_moments(kk)[1])
+    self.assertGreater(var(plain), var(k) + 0.3)      # wider by about 2σ² = 0.5 px²
+    self.assertLess(abs(var(soft) - var(k)), 0.1)
 
   def test_deconvolve_inverts_the_blur_in_the_interior(self):
     # A well-conditioned blur, off centre (a wrong convention would shift the result): with

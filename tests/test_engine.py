@@ -586,6 +586,12 @@ class PipelineTest(absltest.TestCase):
     self.assertFalse(test['used'])
     config.edges.window = 8                            # the window is the edges' own setting
     self.assertGreater(np.abs(pipeline.edges_kernel(lr, config) - want).max(), 1e-4)
+    config.update_from_flattened_dict({'edges.window': 0, 'edges.soften': 0.5,
+                                       'edges.threshold': 0.02})   # and so are these
+    got = pipeline.edges_kernel(lr, config)
+    np.testing.assert_array_equal(got, edge_kernel.estimate_kernel(
+        lr, 4, config.kernel.size, n_iter=2, soften=0.5, threshold=0.02))
+    self.assertGreater(np.abs(got - want).max(), 1e-4)
     config.update_from_flattened_dict({'phase2.final_bp_from': 'x0', 'io.kernel_crop': 0})
     with self.assertRaisesRegex(ValueError, 'edges'):   # no x̂0 to start from: a clear error
       pipeline.super_resolve(lr, config, log=lambda m: None)

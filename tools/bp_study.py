@@ -182,6 +182,8 @@ _REGS = flags.DEFINE_list('regs', ['0.001', '0.01', '0.03', '0.1', '0.3'],
                           'BP regularisers λ (relative, as in back_projection).')
 _LR_SUPPORT = flags.DEFINE_integer('lr_support', 11, 'lrscale: the LR-scale kernel support '
                                    '(LR pixels, odd).')
+_EDGES_GT = flags.DEFINE_bool('edges_gt', True, 'edges: pass the GT kernel through the same '
+                               'final steps too (one more TV SR per case and weight).')
 _OUT = flags.DEFINE_string('out', None, 'JSON file with every per-case value.')
 
 
@@ -356,7 +358,7 @@ def case_settings(study, case, lr01, gt_kernel, scale, hr01, variants=None):
         continue
       for reg in regs:
         out[f'{name}_bp_reg_{reg:g}'] = degradation.back_projection(lr01, k, scale, reg=reg)
-    if study == 'edges' and _TV_WEIGHTS.value:        # the same final steps with the GT
+    if study == 'edges' and _TV_WEIGHTS.value and _EDGES_GT.value:   # the same with the GT
       tv_settings(out, 'gt_', gt_kernel, lr01, scale, regs)
     return out
   if study == 'lrscale':
