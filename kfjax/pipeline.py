@@ -377,6 +377,8 @@ def lrdip_kernel(lr01, config) -> np.ndarray:
 
 _EDGES_MEMO: collections.OrderedDict = collections.OrderedDict()
 _EDGES_MEMO_SIZE = 64
+_EDGES_SETTINGS = ('n_iter', 'r', 'gamma', 'alpha', 'threshold', 'window', 'soften')
+"""The ``edges`` fields that are :func:`kfjax.edge_kernel.estimate_kernel` settings."""
 
 
 def edges_kernel(lr01, config) -> np.ndarray:
@@ -386,14 +388,13 @@ def edges_kernel(lr01, config) -> np.ndarray:
   The last few results are kept in memory, keyed by the image's bytes and the
   settings, so that :func:`edges_veto` and :func:`source_shortcut` estimate it once.
   """
-  c = config.edges
+  settings = {name: config.edges[name] for name in _EDGES_SETTINGS}
   arr = np.ascontiguousarray(lr01)
   key = (hashlib.sha256(arr.tobytes()).hexdigest(), arr.shape, str(arr.dtype), config.scale,
-         config.kernel.size, c.n_iter, c.r, c.gamma, c.alpha, c.threshold, c.window, c.soften)
+         config.kernel.size, tuple(settings.items()))
   if key not in _EDGES_MEMO:
-    _EDGES_MEMO[key] = edge_kernel.estimate_kernel(
-        arr, config.scale, config.kernel.size, n_iter=c.n_iter, r=c.r, gamma=c.gamma,
-        alpha=c.alpha, threshold=c.threshold, window=c.window, soften=c.soften)
+    _EDGES_MEMO[key] = edge_kernel.estimate_kernel(arr, config.scale, config.kernel.size,
+                                                   **settings)
     while len(_EDGES_MEMO) > _EDGES_MEMO_SIZE:
       _EDGES_MEMO.popitem(last=False)
   _EDGES_MEMO.move_to_end(key)
