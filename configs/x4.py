@@ -93,6 +93,15 @@ def get_config(arg=None):
                                  #   [ours; 0 = off; docs/results.md, "Soft edges"]
   c.edges.threshold = 0.05       # the kernel step's taps below this share of the largest are
                                  #   zeroed [default]
+  c.edges.ensemble = ({'soften': 0.5, 'threshold': 0.02},)   # more edge kernels, each these
+                                 #   settings with some replaced; the output is the mean of
+                                 #   the final steps with the plain kernel and with each, the
+                                 #   kernel their mean (pipeline.edges_output) [ours; () = the
+                                 #   plain kernel alone. The softened kernel alone moved the
+                                 #   sets by −0.10 / +0.22 / −0.10 dB; averaged with the plain
+                                 #   one: +0.13 on blind144 full mini (chosen there), +0.08 on
+                                 #   73 other blind144 pairs, +0.32 on div2kfk full: results.md,
+                                 #   "An ensemble of two edge kernels"]
   c.edges.window = 0             # estimate on the centre window×window LR px at most
                                  #   (0 = the whole image) [default]
   c.edges.min_pixels = 0         # LR images with fewer pixels fall back to the phases [default;

@@ -266,14 +266,17 @@ def run_method(method: str, lr01: np.ndarray, config: ml_collections.ConfigDict,
       raise ValueError('no kernelfusion kernel for this case (run kernelfusion on it first)')
     hr = degradation.back_projection(lr, est_kernel, scale)
   elif method in CLASSICAL_METHODS:
-    from_config = {'lrdip_bp': pipeline.lrdip_kernel, 'edge_bp': pipeline.edges_kernel}
+    if method == 'edge_bp' and config.phase2.final_bp_reg > 0:    # as kernel_source 'edges':
+      hr, kernel = pipeline.edges_output(lr01, config)   # its own TV mix, its ensemble
+      return hr, kernel, {}
+    from_config = {'lrdip_bp': pipeline.lrdip_kernel,
+                   'edge_bp': lambda *a: np.mean(pipeline.edges_kernels(*a), axis=0)}
     if method in from_config:                   # their settings come from the config
       kernel = from_config[method](lr01, config)
     else:
       kernel = CLASSICAL_METHODS[method].estimate_kernel(lr01, scale, int(config.kernel.size))
     if config.phase2.final_bp_reg > 0:
-      source = 'edges' if method == 'edge_bp' else 'inr'    # the edge kernel's own TV mix
-      return pipeline.final_projection(None, lr01, kernel, config, source=source), kernel, {}
+      return pipeline.final_projection(None, lr01, kernel, config), kernel, {}
     hr = degradation.back_projection(lr, kernel, scale, reg=0.0)
     return np.asarray(hr, np.float32), kernel, {}
   else:

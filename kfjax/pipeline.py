@@ -381,17 +381,19 @@ _EDGES_SETTINGS = ('n_iter', 'r', 'gamma', 'alpha', 'threshold', 'window', 'soft
 """The ``edges`` fields that are :func:`kfjax.edge_kernel.estimate_kernel` settings."""
 
 
-def edges_kernel(lr01, config) -> np.ndarray:
+def edges_kernel(lr01, config, **overrides) -> np.ndarray:
   """``kernel_source = 'edges'``: :func:`kfjax.edge_kernel.estimate_kernel` with the
-  ``edges`` settings; a (kernel.size, kernel.size) kernel.
+  ``edges`` settings (``overrides`` replace some of them: an ``edges.ensemble``
+  member); a (kernel.size, kernel.size) kernel.
 
   The last few results are kept in memory, keyed by the image's bytes and the
   settings, so that :func:`edges_veto` and :func:`source_shortcut` estimate it once.
   """
   settings = {name: config.edges[name] for name in _EDGES_SETTINGS}
+  settings.update(overrides)
   arr = np.ascontiguousarray(lr01)
   key = (hashlib.sha256(arr.tobytes()).hexdigest(), arr.shape, str(arr.dtype), config.scale,
-         config.kernel.size, tuple(settings.items()))
+         config.kernel.size, tuple(sorted(settings.items())))
   if key not in _EDGES_MEMO:
     _EDGES_MEMO[key] = edge_kernel.estimate_kernel(arr, config.scale, config.kernel.size,
                                                    **settings)
@@ -399,6 +401,46 @@ def edges_kernel(lr01, config) -> np.ndarray:
       _EDGES_MEMO.popitem(last=False)
   _EDGES_MEMO.move_to_end(key)
   return _EDGES_MEMO[key].copy()
+
+
+def edges_members(config) -> list[dict]:
+  """The members of the edge-kernel ensemble, as overrides of the ``edges``
+  settings: ``{}`` (the settings themselves), then one per ``edges.ensemble``
+  entry. Raises ValueError naming an entry with a field that is not an edge
+  kernel setting."""
+  members = [{}]
+  for i, entry in enumerate(config.edges.ensemble):
+    entry = entry.to_dict() if hasattr(entry, 'to_dict') else dict(entry)
+    unknown = sorted(set(entry) - set(_EDGES_SETTINGS))
+    if unknown:
+      raise ValueError(f'edges.ensemble[{i}]: {", ".join(unknown)} is not an edge kernel '
+                       f'setting (those are {", ".join(_EDGES_SETTINGS)})')
+    members.append(entry)
+  return members
+
+
+def edges_kernels(lr01, config) -> list[np.ndarray]:
+  """The kernel of each member of the edge-kernel ensemble (:func:`edges_members`,
+  :func:`edges_kernel`)."""
+  return [edges_kernel(lr01, config, **m) for m in edges_members(config)]
+
+
+def edges_output(full01, config) -> tuple[np.ndarray, np.ndarray]:
+  """The edge kernel's output: ``(hr, kernel)``.
+
+  Each member of the ensemble (:func:`edges_kernels`) gives a kernel and the
+  whole image's final step with it (:func:`final_projection`, ``source =
+  'edges'``). ``hr`` is the mean of those outputs and ``kernel`` the mean of
+  the members' kernels (the returned estimate). With one member (an empty
+  ``edges.ensemble``) that is its final step and its kernel. Averaging the
+  outputs of kernels that err in different directions (the plain kernel is too
+  wide, the softened one can collapse) is our addition, measured in
+  docs/results.md ("An ensemble of two edge kernels").
+  """
+  members = edges_kernels(full01, config)
+  hr = np.mean([final_projection(None, full01, k, config, source='edges') for k in members],
+               axis=0, dtype=np.float32)
+  return hr, np.mean(members, axis=0, dtype=np.float32)
 
 
 def edges_apply(full01, config) -> bool:
@@ -439,7 +481,9 @@ def source_shortcut(full01, window, config, log: Callable = logging.info):
 
   The kernel is :func:`lrdip_kernel` or :func:`edges_kernel` of the LR image.
   Both phases are skipped and the output is the final step with it on the
-  whole image (:func:`final_projection` from the bicubic upscale), except
+  whole image (:func:`final_projection` from the bicubic upscale; for the edge
+  kernel, :func:`edges_output`: with ``edges.ensemble``, the mean of its
+  members' final steps, and the mean kernel), except
   where the DIP kernel never narrowed from its uniform start
   (:func:`kfjax.dip_kernel.spread_ratio` > ``lrdip.max_spread``) or the LR
   has fewer than ``edges.min_pixels`` pixels for the edge kernel: there the
@@ -461,11 +505,13 @@ def source_shortcut(full01, window, config, log: Callable = logging.info):
       log(f'Kernel: the LR has {pixels} px, fewer than edges.min_pixels {c.min_pixels}, too few '
           'for the edge kernel, so the phases estimate it')
       return None, {'used': False, 'seconds': 0.0}
+    n = len(edges_members(config))
     log(f'Kernel: LR-scale blind deblurring from predicted edges (kernel_source edges; '
         f'{c.n_iter} rounds per level on {f"the centre {c.window}" if c.window else "all the"} '
-        'LR px)')
-    kernel = edges_kernel(full01, config)
-    test = {'used': True, 'seconds': time.time() - t0}
+        f'LR px{f"; an ensemble of {n} (edges.ensemble)" if n > 1 else ""})')
+    test = {'used': True, 'members': len(edges_kernels(full01, config)),
+            'seconds': time.time() - t0}
+    hr, kernel = edges_output(full01, config)     # the kernels again, from the memo
     summary = ''
   else:
     c = config.lrdip
@@ -480,11 +526,13 @@ def source_shortcut(full01, window, config, log: Callable = logging.info):
       log(f'Kernel: the LR-scale estimate is as spread as its uniform start (spread ratio '
           f'{ratio:.2f} > lrdip.max_spread {c.max_spread:g}), so the phases estimate it')
       return None, test
+    hr = final_projection(None, full01, kernel, config, source=source)
   lam, mix = final_tv_setting(config, source)
   tv = f', mixed with the TV SR (λ {lam:g}, share {mix:g})' if lam > 0 else ''
+  each = ' for each, then averaged' if test.get('members', 1) > 1 else ''
   log(f'Kernel: estimated in {test["seconds"]:.1f} s{summary}; both phases skipped, final '
-      f'step on the whole image: the back-projection (λ {config.phase2.final_bp_reg:g}){tv}')
-  hr = final_projection(None, full01, kernel, config, source=source)
+      f'step on the whole image{each}: the back-projection (λ {config.phase2.final_bp_reg:g})'
+      f'{tv}')
   return (hr, kernel, _skipped_phases(time.time() - t0, window, kernel_source=source,
                                       **{source: test})), test
 

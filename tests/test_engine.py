@@ -482,6 +482,7 @@ class PipelineTest(absltest.TestCase):
     setting; otherwise the run is the edge kernel's, estimated once."""
     config = x4.get_config('tiny')
     config.update_from_flattened_dict({'kernel_source': 'edges', 'edges.n_iter': 2,
+                                       'edges.ensemble': (),
                                        'phase2.gaussian_test': -0.01, 'phase2.final_tv': 1e-3})
     lr = np.asarray(degradation.downscale(
         _astronaut(96)[:, :80], kernels.anisotropic_gaussian(9, sigmas=(2.0, 1.0)), 4))
@@ -560,6 +561,7 @@ class PipelineTest(absltest.TestCase):
     on an LR of fewer than edges.min_pixels the phases run."""
     config = x4.get_config('tiny')
     config.update_from_flattened_dict({'kernel_source': 'edges', 'edges.n_iter': 2,
+                                       'edges.ensemble': (),
                                        'io.kernel_crop': 16, 'phase2.final_tv': 1e-3})
     lr = np.asarray(degradation.downscale(_astronaut(96)[:, :80], kernels.l_shape(9), 4))
     hr, k, info = pipeline.super_resolve(lr, config, log=lambda m: None)
@@ -594,6 +596,34 @@ class PipelineTest(absltest.TestCase):
     self.assertGreater(np.abs(got - want).max(), 1e-4)
     config.update_from_flattened_dict({'phase2.final_bp_from': 'x0', 'io.kernel_crop': 0})
     with self.assertRaisesRegex(ValueError, 'edges'):   # no x̂0 to start from: a clear error
+      pipeline.super_resolve(lr, config, log=lambda m: None)
+
+  def test_edges_ensemble(self):
+    """edges.ensemble: each entry is the edges settings with some replaced; the output is the
+    mean of the final steps with the plain kernel and each member's, the kernel their mean;
+    an entry with a field that is not an edge kernel setting is a clear error."""
+    config = x4.get_config('tiny')
+    config.update_from_flattened_dict({'kernel_source': 'edges', 'edges.n_iter': 2,
+                                       'edges.final_tv': 3e-3, 'edges.final_tv_mix': 0.5})
+    self.assertEqual(len(config.edges.ensemble), 1)     # the committed default: one more
+    config.edges.ensemble = ({'soften': 0.5, 'threshold': 0.02}, {'r': 1.0})
+    lr = np.asarray(degradation.downscale(_astronaut(96)[:, :80], kernels.l_shape(9), 4))
+    hr, k, info = pipeline.super_resolve(lr, config, log=lambda m: None)
+    self.assertEqual(info['phase2']['edges']['members'], 3)
+    members = [edge_kernel.estimate_kernel(lr, 4, config.kernel.size, n_iter=2),
+               edge_kernel.estimate_kernel(lr, 4, config.kernel.size, n_iter=2, soften=0.5,
+                                           threshold=0.02),
+               edge_kernel.estimate_kernel(lr, 4, config.kernel.size, n_iter=2, r=1.0)]
+    for a, b in ((0, 1), (0, 2), (1, 2)):               # three different kernels
+      self.assertGreater(np.abs(members[a] - members[b]).max(), 1e-4)
+    np.testing.assert_allclose(k, np.mean(members, axis=0), atol=1e-7)
+    self.assertAlmostEqual(float(k.sum()), 1.0, places=5)
+    outputs = [pipeline.final_projection(None, lr, m, config, source='edges') for m in members]
+    np.testing.assert_allclose(hr, np.mean(outputs, axis=0), atol=1e-6)
+    for one in outputs:                                  # the mean, not one of them
+      self.assertGreater(np.abs(hr - one).max(), 1e-3)
+    config.edges.ensemble = ({'soften': 0.5, 'sigma': 1.0},)
+    with self.assertRaisesRegex(ValueError, r'edges.ensemble\[0\]: sigma is not'):
       pipeline.super_resolve(lr, config, log=lambda m: None)
 
   def test_kernel_blend_mixes_the_inr_and_l0_kernels(self):
