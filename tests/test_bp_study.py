@@ -140,6 +140,55 @@ class ShrinkStudyTest(absltest.TestCase):
       self.assertIn(name, row)
     self.assertGreater(row['gt_tv_0.001'], row['bicubic'] + 0.3)
 
+  def test_edges_ensembles(self):
+    # An ensemble of a variant with itself is that variant, at every final step and through
+    # its mean kernel; one of two different variants has each step and its mean kernel's.
+    row = self._row('edges', '--regs=0.3', '--tv_weights=1e-3', '--tv_mixes=0.5',
+                    '--edges_gt=false',
+                    '--variants={"a": {}, "b": {}, "one": {"share": 1e-9}}',
+                    '--ensembles={"same": ["a", "b"], "two": ["a", "one"]}')
+    steps = ('bp_reg_0.3', 'tv_0.001', 'tv_0.001_mix_0.5_reg_0.3')
+    for step in steps:
+      self.assertAlmostEqual(row[f'same_{step}'], row[f'a_{step}'], places=4)
+      self.assertAlmostEqual(row[f'same_kernel_mean_{step}'], row[f'a_{step}'], places=4)
+      self.assertIn(f'two_{step}', row)
+      self.assertIn(f'two_kernel_mean_{step}', row)
+    self.assertAlmostEqual(row['same_kernel_mean_nerr'], row['a_nerr'], places=6)
+    self.assertNotAlmostEqual(row['two_kernel_mean_nerr'], row['a_nerr'], places=4)
+    self.assertFalse([k for k in row if k.endswith('_kernel')])
+    proc = self._run('edges', '--variants={"a": {}}', '--ensembles={"e": ["a", "c"]}',
+                     f'--out={os.path.join(self.root, "bad.json")}')
+    self.assertNotEqual(proc.returncode, 0)
+    self.assertIn('bp_study: error: --ensembles: expected {name: [two or more of a]}',
+                  proc.stderr.strip().splitlines()[-1])
+
+  def test_shard_and_merge(self):
+    # One case: shard 0 of 2 has it, shard 1 none; merging joins files, never a case twice.
+    args = ('--regs=0.3', '--sigmas=1')
+    row = self._row('gaussian', *args, '--shard=0/2')
+    bad = os.path.join(self.root, 'bad.json')
+    proc = self._run('gaussian', *args, '--shard=1/2', f'--out={bad}')
+    self.assertNotEqual(proc.returncode, 0)
+    self.assertEqual(proc.stderr.strip().splitlines()[-1], 'bp_study: error: no cases to study')
+    proc = self._run('gaussian', *args, '--shard=2/2', f'--out={bad}')
+    self.assertEqual(proc.stderr.strip().splitlines()[-1],
+                     "bp_study: error: --shard: expected 0 ≤ i < n, got '2/2'")
+    part = os.path.join(self.root, 'gaussian.json')
+    merged = os.path.join(self.root, 'merged.json')
+    env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS='cpu')
+    run = lambda *files: subprocess.run(
+        [sys.executable, TOOL, f'--merge={",".join(files)}', f'--out={merged}'],
+        capture_output=True, text=True, env=env, timeout=300)
+    self.assertEqual(run(part).returncode, 0)
+    with open(merged) as f:
+      got = json.load(f)
+    self.assertEqual(got['cases'], {self.case_id: row})
+    self.assertAlmostEqual(got['mean']['gauss_1_reg_0.3'], row['gauss_1_reg_0.3'])
+    proc = run(part, part)
+    self.assertEqual(proc.stderr.strip().splitlines()[-1],
+                     f'bp_study: error: --merge: {part}: case {self.case_id} is in an '
+                     'earlier file too')
+
   def test_lrdip_windows(self):
     # A tiny DIP (a few steps): one window, the mean of two and the joint fit each give a
     # kernel, its spread ratio and the final steps; on this 16-px LR image every window is

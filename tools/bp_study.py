@@ -20,7 +20,9 @@ r"""Back-projection studies behind docs/results.md (no training; seconds on a CP
       --variants='{"default": {}, "lam2e-2": {"lam": 0.02}}' --out=bench/sparse_mini.json
   # ... or the edge kernel (kfjax.edge_kernel, the edge_bp method): --study=edges, there also
   # through the TV SRs and mixes of --study=tv, and the GT kernel through the same
-  # (--tv_weights= for the back-projection alone).
+  # (--tv_weights= for the back-projection alone). With --ensembles='{"e2": ["a", "b"]}'
+  # also the mean of those variants' outputs at each final step (config edges.ensemble), and
+  # the final steps with the mean of their kernels (e2_kernel_mean_...).
 
   # How accurate must a kernel be? The GT kernel shifted (1, 2 px down), blurred (Gaussian
   # σ 0.7, 1.5 px), scaled (×0.85, ×1.15 about its centre of mass) or replaced by its
@@ -105,7 +107,10 @@ r"""Back-projection studies behind docs/results.md (no training; seconds on a CP
       --out=bench/agreement_full_mini.json
 
 Prints a table of mean psnr_y (and kernel_nerr) per setting and writes every per-case value
-to --out.
+to --out (after each case, so a stopped run keeps what it did). --shard=i/n studies every
+n-th case from the i-th (0-based), so that n processes can share a benchmark
+(tools/device/bp_shards.sh); --merge=a.json,b.json,... then joins their --out files into one
+(cases and means; no study runs).
 """
 
 import json
@@ -184,6 +189,11 @@ _LR_SUPPORT = flags.DEFINE_integer('lr_support', 11, 'lrscale: the LR-scale kern
                                    '(LR pixels, odd).')
 _EDGES_GT = flags.DEFINE_bool('edges_gt', True, 'edges: pass the GT kernel through the same '
                                'final steps too (one more TV SR per case and weight).')
+_ENSEMBLES = flags.DEFINE_string('ensembles', '{}', 'edges: JSON {name: [variant, ...]}: the '
+                                 'mean of those --variants\' outputs at each final step, and '
+                                 'the final steps with their mean kernel.')
+_SHARD = flags.DEFINE_string('shard', '0/1', 'i/n: study every n-th case from the i-th.')
+_MERGE = flags.DEFINE_list('merge', [], '--out files of --shard runs to join into --out.')
 _OUT = flags.DEFINE_string('out', None, 'JSON file with every per-case value.')
 
 
@@ -314,6 +324,76 @@ def tv_settings(out: dict, prefix: str, kernel, lr01, scale: int, regs) -> None:
           out[f'{prefix}tv_{lam:g}_mix_{mix:g}_reg_{reg:g}{it}'] = (1 - mix) * bp + mix * tv
 
 
+def ensemble_settings(out: dict, ensembles: dict, lr01, gt_kernel, scale: int, regs) -> None:
+  """--ensembles: adds, per ensemble, the mean of its variants' outputs at each final step
+  that all of them have (``{name}_{step}``), and the final steps with the mean of their
+  kernels (``{name}_kernel_mean_{step}``); the variants' kernels are in ``out`` as
+  ``{variant}_kernel``, and are removed once every ensemble is done."""
+  for name, members in ensembles.items():
+    steps = [key[len(members[0]) + 1:] for key in out
+             if key.startswith(f'{members[0]}_') and np.ndim(out[key]) == 3]
+    for step in steps:
+      if all(f'{m}_{step}' in out for m in members):
+        out[f'{name}_{step}'] = np.mean([out[f'{m}_{step}'] for m in members], 0)
+    kernel = np.mean([out[f'{m}_kernel'] for m in members], 0)
+    out[f'{name}_kernel_mean_nerr'] = metrics.kernel_metrics(kernel, gt_kernel)['kernel_nerr']
+    tv_settings(out, f'{name}_kernel_mean_', kernel, lr01, scale, regs)
+  for key in [k for k in out if k.endswith('_kernel') and np.ndim(out[k]) == 2]:
+    del out[key]
+
+
+def parse_ensembles(text: str, variants: dict) -> dict:
+  """--ensembles as {name: [variant, ...]}; ValueError unless each lists ≥ 2 --variants."""
+  ensembles = json.loads(text)
+  if not isinstance(ensembles, dict) or not all(
+      isinstance(m, list) and len(m) >= 2 and all(v in variants for v in m)
+      for m in ensembles.values()):
+    raise ValueError(f'expected {{name: [two or more of {", ".join(variants)}]}}, got {text}')
+  return ensembles
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+  """--shard 'i/n' as (i, n); ValueError unless 0 ≤ i < n."""
+  try:
+    i, n = (int(v) for v in text.split('/'))
+  except ValueError:
+    raise ValueError(f'expected i/n, got {text!r}') from None
+  if not 0 <= i < n:
+    raise ValueError(f'expected 0 ≤ i < n, got {text!r}')
+  return i, n
+
+
+def write_result(rows: dict, command: str, quiet: bool = False) -> None:
+  """Writes the mean of each setting over ``rows``, and ``rows``, to --out; unless
+  ``quiet``, prints the means."""
+  names = list(next(iter(rows.values())))
+  means = {k: float(np.mean([r[k] for r in rows.values()])) for k in names}
+  if not quiet:
+    print(f'\nmean psnr_y over {len(rows)} cases:')
+    for k in names:
+      print(f'  {k:28s} {means[k]:.3f}')
+  io.atomic_write_text(_OUT.value, json.dumps({'command': command, 'cases': rows,
+                                               'mean': means}, indent=1) + '\n')
+
+
+def merge(paths) -> None:
+  """--merge: the cases of several --out files (no case twice) into one --out."""
+  rows = {}
+  for path in paths:
+    try:
+      with open(path, encoding='utf-8') as f:
+        cases = json.load(f)['cases']
+    except (OSError, ValueError, KeyError) as e:
+      sys.exit(f'bp_study: error: --merge: {path}: {e}')
+    twice = sorted(set(cases) & set(rows))
+    if twice:
+      sys.exit(f'bp_study: error: --merge: {path}: case {twice[0]} is in an earlier file too')
+    rows.update(cases)
+  if not rows:
+    sys.exit('bp_study: error: --merge: no cases')
+  write_result(rows, ' '.join(sys.argv))
+
+
 def agreement_values(lr01) -> dict:
   """--study=agreement: the `cpu` variant's Gaussian-test fit, its call, and the edge kernel's
   cosine with it (:func:`kfjax.pipeline.edges_veto`'s quantity) for one LR image."""
@@ -355,9 +435,12 @@ def case_settings(study, case, lr01, gt_kernel, scale, hr01, variants=None):
       out[f'{name}_nerr'] = metrics.kernel_metrics(k, gt_kernel)['kernel_nerr']
       if study == 'edges':                            # and its TV SRs (--tv_weights, --tv_mixes)
         tv_settings(out, f'{name}_', k, lr01, scale, regs)
+        out[f'{name}_kernel'] = k                     # for --ensembles (not a result)
         continue
       for reg in regs:
         out[f'{name}_bp_reg_{reg:g}'] = degradation.back_projection(lr01, k, scale, reg=reg)
+    if study == 'edges':
+      ensemble_settings(out, json.loads(_ENSEMBLES.value), lr01, gt_kernel, scale, regs)
     if study == 'edges' and _TV_WEIGHTS.value and _EDGES_GT.value:   # the same with the GT
       tv_settings(out, 'gt_', gt_kernel, lr01, scale, regs)
     return out
@@ -481,6 +564,10 @@ def case_settings(study, case, lr01, gt_kernel, scale, hr01, variants=None):
 
 def main(argv):
   del argv
+  if _MERGE.value:
+    if not _OUT.value:
+      sys.exit('bp_study: error: --merge needs --out')
+    return merge(_MERGE.value)
   if not _BENCH.value or not _OUT.value:
     sys.exit('bp_study: error: --bench and --out are required')
   if _STUDY.value == 'inr' and not 0 <= _KERNEL_BLEND.value < 1:
@@ -494,6 +581,14 @@ def main(argv):
       raise ValueError('expected {name: {setting: value}}')
   except ValueError as e:
     sys.exit(f'bp_study: error: --variants: {e}')
+  try:
+    parse_ensembles(_ENSEMBLES.value, variants)
+  except ValueError as e:
+    sys.exit(f'bp_study: error: --ensembles: {e}')
+  try:
+    shard, shards = parse_shard(_SHARD.value)
+  except ValueError as e:
+    sys.exit(f'bp_study: error: --shard: {e}')
   for name, v in variants.items() if _STUDY.value == 'lrdip' else ():
     count = v.get('windows', 1)
     if not isinstance(count, int) or not 1 <= count <= len(_WINDOW_SPOTS):
@@ -523,7 +618,7 @@ def main(argv):
   except ValueError:
     sys.exit(f'bp_study: error: --weights: expected numbers in [0, 1], got {_WEIGHTS.value}')
   rows = {}
-  for case in manifest['cases']:
+  for case in manifest['cases'][shard::shards]:
     needs_saved = _STUDY.value not in _SELF_CONTAINED or (_STUDY.value == 'lrscale'
                                                           and _EVAL_DIR.value)
     if needs_saved and any(case_dir(case['id'], m) is None for m in methods):
@@ -537,15 +632,10 @@ def main(argv):
     rows[case['id']] = {k: v if np.ndim(v) == 0 else metrics.image_metrics(
         np.clip(np.asarray(v), 0, 1), hr01, scale)['psnr_y'] for k, v in hrs.items()}
     print(case['id'], ' '.join(f'{k} {v:.2f}' for k, v in rows[case['id']].items()), flush=True)
+    write_result(rows, ' '.join(sys.argv), quiet=True)    # a stopped run keeps its cases
   if not rows:
     sys.exit('bp_study: error: no cases to study')
-  names = list(next(iter(rows.values())))
-  means = {k: float(np.mean([r[k] for r in rows.values()])) for k in names}
-  print(f'\nmean psnr_y over {len(rows)} cases:')
-  for k in names:
-    print(f'  {k:28s} {means[k]:.3f}')
-  io.atomic_write_text(_OUT.value, json.dumps({'command': ' '.join(sys.argv), 'cases': rows,
-                                               'mean': means}, indent=1) + '\n')
+  write_result(rows, ' '.join(sys.argv))
 
 
 if __name__ == '__main__':
