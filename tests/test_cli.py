@@ -1,9 +1,9 @@
 """Tests of main.py as a program: real runs, exit codes and one-line errors, kill -9 resume.
 
 Every real run uses the 'tiny' config (shrunk further where it helps) and one
-persistent XLA compilation cache shared by the whole module, so that only the
-first run of each shape compiles. In-process tests of the same code with a
-fake pipeline are in tests/test_app.py.
+persistent XLA compilation cache (the test session's, tests/conftest.py, else one for
+this module), so that only the first run of each shape compiles. In-process tests of
+the same code with a fake pipeline are in tests/test_app.py.
 """
 
 import io as _io
@@ -47,7 +47,7 @@ def tearDownModule():
 
 def _env():
   return dict(os.environ, PYTHONPATH=str(REPO), JAX_PLATFORMS='cpu',
-              KFJAX_COMPILATION_CACHE=_CACHE.name)
+              KFJAX_COMPILATION_CACHE=os.environ.get('KFJAX_COMPILATION_CACHE', _CACHE.name))
 
 
 def _cmd(*args):

@@ -110,7 +110,8 @@ Prints a table of mean psnr_y (and kernel_nerr) per setting and writes every per
 to --out (after each case, so a stopped run keeps what it did). --shard=i/n studies every
 n-th case from the i-th (0-based), so that n processes can share a benchmark
 (tools/device/bp_shards.sh); --merge=a.json,b.json,... then joins their --out files into one
-(cases and means; no study runs).
+(cases and means; no study runs). XLA programs go to the persistent compilation cache
+(`kfjax.enable_compilation_cache`; `KFJAX_COMPILATION_CACHE=off` turns it off).
 """
 
 import json
@@ -127,6 +128,7 @@ if _REPO not in sys.path:
 
 # pylint: disable-next=wrong-import-position
 from configs import x4
+import kfjax
 from kfjax import (degradation, dip_kernel, edge_kernel, evaluation, io, kernels, metrics,
                    pipeline, sparse_kernel, spectral_kernel)
 
@@ -564,6 +566,7 @@ def case_settings(study, case, lr01, gt_kernel, scale, hr01, variants=None):
 
 def main(argv):
   del argv
+  kfjax.enable_compilation_cache()   # a re-run (or the next study) skips XLA compilation
   if _MERGE.value:
     if not _OUT.value:
       sys.exit('bp_study: error: --merge needs --out')

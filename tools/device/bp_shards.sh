@@ -14,7 +14,7 @@ python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upg
   --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site:. || exit 1
 # One core per shard; one compilation cache for all of them; no GPU memory reserved up front.
 export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false OPENBLAS_NUM_THREADS=1 \
-  OMP_NUM_THREADS=1 JAX_COMPILATION_CACHE_DIR=/tmp/jax_cache \
+  OMP_NUM_THREADS=1 KFJAX_COMPILATION_CACHE=/tmp/jax_cache \
   JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=0
 : "${NAME:=study}" "${SHARDS:=16}" "${PARALLEL:=16}" "${LIMIT:=400}"
 dir=/tmp/shards_$NAME
