@@ -1,11 +1,12 @@
 """Test-session setup: one persistent XLA compilation cache for the whole run.
 
 Many tests build the same small programs again (each pipeline run makes its own
-jitted steps, and main.py runs in subprocesses). With one cache folder for the
-session, only the first build of each program compiles; the rest load it. The
-folder is new for each session, so no run depends on another. Counted compilations
-(the '/jax/core/compile/backend_compile_duration' event) are the same with or without it:
-JAX records that event for a program loaded from the cache too.
+jitted steps, and main.py and the tools run in subprocesses). With one cache folder
+for the session, only the first build of each program compiles; the rest load it.
+The folder is a new temporary one for each session, so no run depends on another;
+a ``KFJAX_COMPILATION_CACHE`` already set (a folder, or ``off``) is used instead.
+Counted compilations (the '/jax/core/compile/backend_compile_duration' event) are the
+same with or without it: JAX records that event for a program loaded from the cache too.
 """
 
 import atexit
@@ -13,10 +14,9 @@ import os
 import shutil
 import tempfile
 
-import jax
+import kfjax
 
-_CACHE = tempfile.mkdtemp(prefix='kfjax-test-xla-')
-atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
-os.environ['KFJAX_COMPILATION_CACHE'] = _CACHE          # main.py and tools in subprocesses
-jax.config.update('jax_compilation_cache_dir', _CACHE)
-jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.0)
+if not os.environ.get('KFJAX_COMPILATION_CACHE'):
+  os.environ['KFJAX_COMPILATION_CACHE'] = tempfile.mkdtemp(prefix='kfjax-test-xla-')
+  atexit.register(shutil.rmtree, os.environ['KFJAX_COMPILATION_CACHE'], ignore_errors=True)
+kfjax.enable_compilation_cache()      # in this process; subprocesses read the variable
