@@ -19,4 +19,5 @@ import kfjax
 if not os.environ.get('KFJAX_COMPILATION_CACHE'):
   os.environ['KFJAX_COMPILATION_CACHE'] = tempfile.mkdtemp(prefix='kfjax-test-xla-')
   atexit.register(shutil.rmtree, os.environ['KFJAX_COMPILATION_CACHE'], ignore_errors=True)
-kfjax.enable_compilation_cache()      # in this process; subprocesses read the variable
+kfjax.enable_compilation_cache()      # here; pytest-xdist's workers and subprocesses read the
+                                      # variable, so they all share the folder
