@@ -60,7 +60,7 @@ class BatchTest(absltest.TestCase):
     hr_gt = skimage.data.astronaut()[180:260, 200:280] / 255.0
     blurred = np.asarray(degradation.downscale(
         hr_gt.astype(np.float32), kernels.anisotropic_gaussian(9, sigmas=(2.0, 1.0)), 4))
-    lrs = np.stack([blurred, self.lrs[0], self.lrs[1]])
+    lrs = np.stack([blurred, *self.lrs])      # the phases on the class's 4: their programs
     gains = [spectral_kernel.fit_gaussian(lr, 4, self.config.kernel.size)[1]['evidence_gain']
              for lr in lrs]
     self.assertLess(gains[0] + 0.01, min(0.0, *gains[1:]))     # τ below only the first
@@ -72,8 +72,8 @@ class BatchTest(absltest.TestCase):
     self.assertTrue(one['phase1']['skipped'])
     np.testing.assert_allclose(hrs[0], hr, atol=1e-6)
     np.testing.assert_allclose(ks[0], k, atol=1e-7)
-    np.testing.assert_allclose(hrs[1:], self.hrs[:2], atol=1e-5)    # the phases, on 2 cases
-    np.testing.assert_allclose(ks[1:], self.kernels[:2], atol=1e-6)
+    np.testing.assert_allclose(hrs[1:], self.hrs, atol=1e-5)        # the phases, on 4 cases
+    np.testing.assert_allclose(ks[1:], self.kernels, atol=1e-6)
     _, _, only = pipeline.super_resolve_batch(lrs[:1], config, log=lambda m: None)
     self.assertEqual((only['gaussian_cases'], only['phase1_seconds']), ([0], 0.0))
 
