@@ -60,7 +60,7 @@ class BatchTest(absltest.TestCase):
     hr_gt = skimage.data.astronaut()[180:260, 200:280] / 255.0
     blurred = np.asarray(degradation.downscale(
         hr_gt.astype(np.float32), kernels.anisotropic_gaussian(9, sigmas=(2.0, 1.0)), 4))
-    lrs = np.stack([blurred, *self.lrs])      # the phases on the class's 4: their programs
+    lrs = np.stack([blurred, *self.lrs])   # the class's 4 cases: the phases reuse its programs
     gains = [spectral_kernel.fit_gaussian(lr, 4, self.config.kernel.size)[1]['evidence_gain']
              for lr in lrs]
     self.assertLess(gains[0] + 0.01, min(0.0, *gains[1:]))     # τ below only the first
