@@ -156,6 +156,13 @@ class ShrinkStudyTest(absltest.TestCase):
     self.assertAlmostEqual(row['same_kernel_mean_nerr'], row['a_nerr'], places=6)
     self.assertNotAlmostEqual(row['two_kernel_mean_nerr'], row['a_nerr'], places=4)
     self.assertFalse([k for k in row if k.endswith('_kernel')])
+    # --noensemble_kernel_mean: the mean of the outputs only, no final step with the mean kernel.
+    row = self._row('edges', '--regs=0.3', '--tv_weights=', '--edges_gt=false',
+                    '--noensemble_kernel_mean', '--variants={"a": {}, "one": {"share": 1e-9}}',
+                    '--ensembles={"two": ["a", "one"]}')
+    self.assertIn('two_bp_reg_0.3', row)
+    self.assertFalse([k for k in row if k.startswith('two_kernel_mean_') and
+                      not k.endswith('_nerr')])
     proc = self._run('edges', '--variants={"a": {}}', '--ensembles={"e": ["a", "c"]}',
                      f'--out={os.path.join(self.root, "bad.json")}')
     self.assertNotEqual(proc.returncode, 0)

@@ -194,6 +194,9 @@ _EDGES_GT = flags.DEFINE_bool('edges_gt', True, 'edges: pass the GT kernel throu
 _ENSEMBLES = flags.DEFINE_string('ensembles', '{}', 'edges: JSON {name: [variant, ...]}: the '
                                  'mean of those --variants\' outputs at each final step, and '
                                  'the final steps with their mean kernel.')
+_KERNEL_MEAN = flags.DEFINE_bool('ensemble_kernel_mean', True, 'edges --ensembles: also the '
+                                 'final steps with the ensemble\'s mean kernel (one more TV '
+                                 'SR per case, ensemble and weight).')
 _SHARD = flags.DEFINE_string('shard', '0/1', 'i/n: study every n-th case from the i-th.')
 _MERGE = flags.DEFINE_list('merge', [], '--out files of --shard runs to join into --out.')
 _OUT = flags.DEFINE_string('out', None, 'JSON file with every per-case value.')
@@ -329,8 +332,9 @@ def tv_settings(out: dict, prefix: str, kernel, lr01, scale: int, regs) -> None:
 def ensemble_settings(out: dict, ensembles: dict, lr01, gt_kernel, scale: int, regs) -> None:
   """--ensembles: adds, per ensemble, the mean of its variants' outputs at each final step
   that all of them have (``{name}_{step}``), and the final steps with the mean of their
-  kernels (``{name}_kernel_mean_{step}``); the variants' kernels are in ``out`` as
-  ``{variant}_kernel``, and are removed once every ensemble is done."""
+  kernels (``{name}_kernel_mean_{step}``, unless --noensemble_kernel_mean); the variants'
+  kernels are in ``out`` as ``{variant}_kernel``, and are removed once every ensemble is
+  done."""
   for name, members in ensembles.items():
     steps = [key[len(members[0]) + 1:] for key in out
              if key.startswith(f'{members[0]}_') and np.ndim(out[key]) == 3]
@@ -339,7 +343,8 @@ def ensemble_settings(out: dict, ensembles: dict, lr01, gt_kernel, scale: int, r
         out[f'{name}_{step}'] = np.mean([out[f'{m}_{step}'] for m in members], 0)
     kernel = np.mean([out[f'{m}_kernel'] for m in members], 0)
     out[f'{name}_kernel_mean_nerr'] = metrics.kernel_metrics(kernel, gt_kernel)['kernel_nerr']
-    tv_settings(out, f'{name}_kernel_mean_', kernel, lr01, scale, regs)
+    if _KERNEL_MEAN.value:
+      tv_settings(out, f'{name}_kernel_mean_', kernel, lr01, scale, regs)
   for key in [k for k in out if k.endswith('_kernel') and np.ndim(out[k]) == 2]:
     del out[key]
 
