@@ -128,12 +128,13 @@ def l0_restore(lr, kernel, scale: int, init, *, lam: float = 1e-2, n_outer: int 
 
   Half-quadratic splitting from ``init`` with β = 2·lam doubling over
   ``n_outer`` rounds (each: hard-threshold the gradients at lam/β, then
-  ``cg_iter`` conjugate-gradient iterations; periodic gradients):
-  :func:`kfjax.degradation.sparse_gradient_restore` with the L0 prior.
+  ``cg_iter`` plain conjugate-gradient iterations; periodic gradients):
+  :func:`kfjax.degradation.sparse_gradient_restore` with the L0 prior, without its
+  preconditioner (the estimator was tuned with this solver).
   """
   x = degradation.sparse_gradient_restore(
       np.asarray(lr)[..., None], kernel, scale, np.asarray(init)[..., None], lam=lam,
-      prior='l0', n_outer=n_outer, beta_start=2.0, cg_iter=cg_iter)
+      prior='l0', n_outer=n_outer, beta_start=2.0, cg_iter=cg_iter, precondition=False)
   return np.asarray(x[..., 0], np.float64)
 
 

@@ -42,7 +42,7 @@ r"""Back-projection studies behind docs/results.md (no training; seconds on a CP
   # each share in --tv_mixes; and the TV SR with the GT kernel, for reference.
   python tools/bp_study.py --bench=bench/mini --study=tv --eval_dir=bench/mini_eval \
       --regs=0.3 --out=bench/bp_tv_mini.json
-  # ... and how many HQS rounds × CG iterations the TV SR needs (--tv_iters=8x30,6x15,4x10).
+  # ... and how many HQS rounds × CG iterations the TV SR needs (--tv_iters=6x4,6x8,6x15u).
 
   # The spectral Gaussian kernel (kfjax.spectral_kernel) mixed into that kernel with each
   # weight in --weights (0: the saved kernel alone, 1: the spectral fit alone), then the
@@ -171,9 +171,11 @@ _TV_WEIGHTS = flags.DEFINE_list('tv_weights', ['1e-4', '3e-4', '1e-3', '3e-3'],
 _TV_MIXES = flags.DEFINE_list('tv_mixes', ['0.5'],
                               "tv, spectral: the TV image's shares in the mix with the "
                               'back-projection.')
-_TV_ITERS = flags.DEFINE_list('tv_iters', ['6x15'],
-                              'tv, spectral: HQS rounds x CG iterations per round; with more '
-                              'than one, each setting name ends in _it<rounds>x<iterations>.')
+_TV_ITERS = flags.DEFINE_list('tv_iters', ['6x4'],
+                              'tv, spectral: HQS rounds x preconditioned CG iterations per round '
+                              "(the library's default 6x4); a trailing u: plain CG, the solver "
+                              'before the twenty-ninth session (6x15u); with more than one, each '
+                              'setting name ends in _it<spec>.')
 _GAUSS_TAUS = flags.DEFINE_list('gauss_taus', [], 'spectral: thresholds τ of a blind Gaussian-'
                                 'blur test; per τ, the output is --switch_to where the spectral '
                                 "fit's evidence_gain < τ, else --switch_from (module docstring).")
@@ -311,6 +313,18 @@ def case_dir(case_id: str, method: str):
   return None
 
 
+def parse_tv_iters(spec: str) -> tuple[int, int, bool]:
+  """'6x4' → (6, 4, True): HQS rounds, CG iterations, preconditioned; '6x15u' → (6, 15, False).
+
+  Raises ValueError on anything else.
+  """
+  plain = spec.endswith('u')
+  parts = (spec[:-1] if plain else spec).split('x')
+  if len(parts) != 2 or not all(p.isdigit() and int(p) > 0 for p in parts):
+    raise ValueError(f'bad --tv_iters setting {spec!r}')
+  return int(parts[0]), int(parts[1]), not plain
+
+
 def tv_settings(out: dict, prefix: str, kernel, lr01, scale: int, regs) -> None:
   """Adds the back-projections (λ ``regs``), the TV SRs (--tv_weights, --tv_iters) and
   their mixes (--tv_mixes) with ``kernel`` to ``out``, names prefixed by ``prefix``."""
@@ -318,11 +332,12 @@ def tv_settings(out: dict, prefix: str, kernel, lr01, scale: int, regs) -> None:
   for reg, bp in bps.items():
     out[f'{prefix}bp_reg_{reg:g}'] = bp
   for spec in _TV_ITERS.value:
-    n_outer, cg_iter = (int(v) for v in spec.split('x'))
+    n_outer, cg_iter, precondition = parse_tv_iters(spec)
     it = f'_it{spec}' if len(_TV_ITERS.value) > 1 else ''
     for lam in (float(v) for v in _TV_WEIGHTS.value):
       tv = degradation.sparse_gradient_restore(lr01, kernel, scale, out['bicubic'], lam=lam,
-                                               n_outer=n_outer, cg_iter=cg_iter)
+                                               n_outer=n_outer, cg_iter=cg_iter,
+                                               precondition=precondition)
       out[f'{prefix}tv_{lam:g}{it}'] = tv
       for reg, bp in bps.items():
         for mix in (float(v) for v in _TV_MIXES.value):
@@ -617,10 +632,12 @@ def main(argv):
              'tv': [_METHOD.value] + ([_BLEND_WITH.value] if _KERNEL_BLEND.value > 0 else [])}
   methods['spectral'] = methods['tv']
   methods = methods.get(_STUDY.value, ['kernelfusion'])
-  if not all(len(v.split('x')) == 2 and all(p.isdigit() and int(p) > 0 for p in v.split('x'))
-             for v in _TV_ITERS.value):
-    sys.exit(f'bp_study: error: --tv_iters: expected rounds x iterations, e.g. 6x15, got '
-             f'{_TV_ITERS.value}')
+  try:
+    for spec in _TV_ITERS.value:
+      parse_tv_iters(spec)
+  except ValueError:
+    sys.exit(f'bp_study: error: --tv_iters: expected rounds x iterations, e.g. 6x4 or 6x15u, '
+             f'got {_TV_ITERS.value}')
   try:
     parse_weights(_WEIGHTS.value)
   except ValueError:
