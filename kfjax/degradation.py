@@ -331,9 +331,10 @@ def _periodic_normal_inverse(kernel, hw, scale, beta, delta=1e-3):
 
 
 @functools.partial(jax.jit, static_argnames=('scale', 'prior', 'cg_iter', 'precondition'))
-def _hqs_step(lr, kernel, x, beta, lam, *, scale, prior, cg_iter, precondition):
+def _hqs_step(lr, kernel, x, beta, lam, cg_tol, *, scale, prior, cg_iter, precondition):
   """One half-quadratic-splitting round: shrink ∇x, then CG on the quadratic problem
-  (preconditioned by :func:`_periodic_normal_inverse` if ``precondition``)."""
+  (preconditioned by :func:`_periodic_normal_inverse` if ``precondition``) until the
+  residual is ``cg_tol`` of the right-hand side's norm, ``cg_iter`` iterations at most."""
   forward = lambda z: downscale(z, kernel, scale)
   _, adjoint = jax.vjp(forward, x)
   gx, gy = image_gradient(x)
@@ -347,29 +348,31 @@ def _hqs_step(lr, kernel, x, beta, lam, *, scale, prior, cg_iter, precondition):
   normal = lambda v: adjoint(forward(v))[0] + beta * image_gradient_adjoint(*image_gradient(v))
   rhs = adjoint(lr)[0] + beta * image_gradient_adjoint(wx, wy)
   inverse = _periodic_normal_inverse(kernel, x.shape[:2], scale, beta) if precondition else None
-  x, _ = jax.scipy.sparse.linalg.cg(normal, rhs, x0=x, maxiter=cg_iter, M=inverse)
+  x, _ = jax.scipy.sparse.linalg.cg(normal, rhs, x0=x, tol=cg_tol, maxiter=cg_iter, M=inverse)
   return x
 
 
 def sparse_gradient_restore(lr, kernel, scale: int, init, *, lam: float, prior: str = 'tv',
-                            n_outer: int = 6, beta_start: float = 20.0, cg_iter: int = 4,
-                            precondition: bool = True) -> jnp.ndarray:
+                            n_outer: int = 6, beta_start: float = 20.0, cg_iter: int = 20,
+                            cg_tol: float = 1e-4, precondition: bool = True) -> jnp.ndarray:
   """Non-blind SR with a sparse-gradient prior: ``min_x ½‖D(k ⊛ x) − lr‖² + lam·R(∇x)``.
 
   R is total variation (``prior='tv'``, isotropic ‖∇x‖₁ per channel) or the
   L0 count (``'l0'``). Half-quadratic splitting from ``init``: β starts at
   ``beta_start``·lam and doubles over ``n_outer`` rounds, each shrinking the
   gradients at lam/β (soft for TV, hard for L0) and then solving the quadratic
-  problem by ``cg_iter`` conjugate-gradient iterations. Gradients are periodic.
+  problem by conjugate gradients, until the residual is ``cg_tol`` of the
+  right-hand side or for ``cg_iter`` iterations. Gradients are periodic.
   With ``precondition`` (the default) the CG is preconditioned by the exact
   inverse of the same problem with periodic boundaries
-  (:func:`_periodic_normal_inverse`), and the default 6 × 4 iterations land
-  within 0.002 dB of a converged solve (6 × 60 plain iterations) on three
-  blind144 full-size pairs (true kernel, λ 3e-4), closer than the 6 × 15 plain
-  iterations used before (0.003–0.035 dB short), in 40% of their time (16 s
-  against 39 s for a 2040×1356 HR on a 2-core CPU; docs/results.md). They are
-  enough for λ ≥ 1e-5; weaker priors need more at the borders.
-  ``precondition=False`` runs plain CG (the L0 kernel estimator's image step).
+  (:func:`_periodic_normal_inverse`). The defaults (residual 1e-4, at most 20
+  iterations) land within 0.004 dB of a converged solve (6 × 60 plain
+  iterations) on blind144 full-size pairs with the true kernel, where the
+  6 × 15 plain iterations used before fell 0.003–0.19 dB short, in 40% of
+  their time at λ 3e-4 (16 s against 39 s for a 2040×1356 HR on a 2-core
+  CPU); on blind144 crop mini (λ 1e-4) within 0.014 dB per pair, the mean
+  equal (docs/results.md). ``precondition=False`` runs plain CG (the L0
+  kernel estimator's image step, ``cg_tol`` 1e-5 there).
 
   Where back-projection fills what the LR does not say from the bicubic
   upscale, this fills it with the sharpest edges the LR allows: with the true
@@ -382,7 +385,7 @@ def sparse_gradient_restore(lr, kernel, scale: int, init, *, lam: float, prior: 
     scale: the SR factor.
     init: (h*s, w*s, C) starting HR image (e.g. the bicubic upscale).
     lam: the prior's weight, on images in [0, 1].
-    prior, n_outer, beta_start, cg_iter: as above.
+    prior, n_outer, beta_start, cg_iter, cg_tol: as above.
     precondition: precondition the CG by the periodic problem's exact inverse.
 
   Returns:
@@ -395,8 +398,8 @@ def sparse_gradient_restore(lr, kernel, scale: int, init, *, lam: float, prior: 
   x = jnp.asarray(init, jnp.float32)
   beta = beta_start * lam
   for _ in range(n_outer):
-    x = _hqs_step(lr, kernel, x, jnp.float32(beta), jnp.float32(lam), scale=scale, prior=prior,
-                  cg_iter=cg_iter, precondition=precondition)
+    x = _hqs_step(lr, kernel, x, jnp.float32(beta), jnp.float32(lam), jnp.float32(cg_tol),
+                  scale=scale, prior=prior, cg_iter=cg_iter, precondition=precondition)
     beta *= 2.0
   return x
 

@@ -134,7 +134,8 @@ def l0_restore(lr, kernel, scale: int, init, *, lam: float = 1e-2, n_outer: int 
   """
   x = degradation.sparse_gradient_restore(
       np.asarray(lr)[..., None], kernel, scale, np.asarray(init)[..., None], lam=lam,
-      prior='l0', n_outer=n_outer, beta_start=2.0, cg_iter=cg_iter, precondition=False)
+      prior='l0', n_outer=n_outer, beta_start=2.0, cg_iter=cg_iter, cg_tol=1e-5,
+      precondition=False)
   return np.asarray(x[..., 0], np.float64)
 
 

@@ -42,7 +42,7 @@ r"""Back-projection studies behind docs/results.md (no training; seconds on a CP
   # each share in --tv_mixes; and the TV SR with the GT kernel, for reference.
   python tools/bp_study.py --bench=bench/mini --study=tv --eval_dir=bench/mini_eval \
       --regs=0.3 --out=bench/bp_tv_mini.json
-  # ... and how many HQS rounds × CG iterations the TV SR needs (--tv_iters=6x4,6x8,6x15u).
+  # ... and how many HQS rounds × CG iterations the TV SR needs (--tv_iters=6x20,6x4,6x15u).
 
   # The spectral Gaussian kernel (kfjax.spectral_kernel) mixed into that kernel with each
   # weight in --weights (0: the saved kernel alone, 1: the spectral fit alone), then the
@@ -171,11 +171,12 @@ _TV_WEIGHTS = flags.DEFINE_list('tv_weights', ['1e-4', '3e-4', '1e-3', '3e-3'],
 _TV_MIXES = flags.DEFINE_list('tv_mixes', ['0.5'],
                               "tv, spectral: the TV image's shares in the mix with the "
                               'back-projection.')
-_TV_ITERS = flags.DEFINE_list('tv_iters', ['6x4'],
+_TV_ITERS = flags.DEFINE_list('tv_iters', ['6x20'],
                               'tv, spectral: HQS rounds x preconditioned CG iterations per round '
-                              "(the library's default 6x4); a trailing u: plain CG, the solver "
-                              'before the twenty-ninth session (6x15u); with more than one, each '
-                              'setting name ends in _it<spec>.')
+                              "at most (the library's default 6x20, to a residual of 1e-4); a "
+                              'trailing u: plain CG to 1e-5, the solver before the twenty-ninth '
+                              'session (6x15u); with more than one, each setting name ends in '
+                              '_it<spec>.')
 _GAUSS_TAUS = flags.DEFINE_list('gauss_taus', [], 'spectral: thresholds τ of a blind Gaussian-'
                                 'blur test; per τ, the output is --switch_to where the spectral '
                                 "fit's evidence_gain < τ, else --switch_from (module docstring).")
@@ -313,8 +314,10 @@ def case_dir(case_id: str, method: str):
   return None
 
 
-def parse_tv_iters(spec: str) -> tuple[int, int, bool]:
-  """'6x4' → (6, 4, True): HQS rounds, CG iterations, preconditioned; '6x15u' → (6, 15, False).
+def parse_tv_iters(spec: str) -> dict:
+  """The solver keywords of :func:`kfjax.degradation.sparse_gradient_restore` for a
+  --tv_iters setting: '6x20' → 6 rounds of at most 20 preconditioned CG iterations (to the
+  library's residual 1e-4); '6x15u' → 6 rounds of at most 15 plain ones to 1e-5.
 
   Raises ValueError on anything else.
   """
@@ -322,7 +325,8 @@ def parse_tv_iters(spec: str) -> tuple[int, int, bool]:
   parts = (spec[:-1] if plain else spec).split('x')
   if len(parts) != 2 or not all(p.isdigit() and int(p) > 0 for p in parts):
     raise ValueError(f'bad --tv_iters setting {spec!r}')
-  return int(parts[0]), int(parts[1]), not plain
+  solver = dict(n_outer=int(parts[0]), cg_iter=int(parts[1]))
+  return dict(solver, precondition=False, cg_tol=1e-5) if plain else solver
 
 
 def tv_settings(out: dict, prefix: str, kernel, lr01, scale: int, regs) -> None:
@@ -332,12 +336,11 @@ def tv_settings(out: dict, prefix: str, kernel, lr01, scale: int, regs) -> None:
   for reg, bp in bps.items():
     out[f'{prefix}bp_reg_{reg:g}'] = bp
   for spec in _TV_ITERS.value:
-    n_outer, cg_iter, precondition = parse_tv_iters(spec)
+    solver = parse_tv_iters(spec)
     it = f'_it{spec}' if len(_TV_ITERS.value) > 1 else ''
     for lam in (float(v) for v in _TV_WEIGHTS.value):
       tv = degradation.sparse_gradient_restore(lr01, kernel, scale, out['bicubic'], lam=lam,
-                                               n_outer=n_outer, cg_iter=cg_iter,
-                                               precondition=precondition)
+                                               **solver)
       out[f'{prefix}tv_{lam:g}{it}'] = tv
       for reg, bp in bps.items():
         for mix in (float(v) for v in _TV_MIXES.value):
@@ -636,7 +639,7 @@ def main(argv):
     for spec in _TV_ITERS.value:
       parse_tv_iters(spec)
   except ValueError:
-    sys.exit(f'bp_study: error: --tv_iters: expected rounds x iterations, e.g. 6x4 or 6x15u, '
+    sys.exit(f'bp_study: error: --tv_iters: expected rounds x iterations, e.g. 6x20 or 6x15u, '
              f'got {_TV_ITERS.value}')
   try:
     parse_weights(_WEIGHTS.value)
