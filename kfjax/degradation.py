@@ -396,6 +396,9 @@ def sparse_gradient_restore(lr, kernel, scale: int, init, *, lam: float, prior: 
   lr = jnp.asarray(lr, jnp.float32)
   kernel = jnp.asarray(kernel, jnp.float32)
   x = jnp.asarray(init, jnp.float32)
+  if precondition and x.shape[:2] != (lr.shape[0] * scale, lr.shape[1] * scale):
+    raise ValueError(f'init must be the LR size times {scale}, {lr.shape[0] * scale}x'
+                     f'{lr.shape[1] * scale}, got {x.shape[0]}x{x.shape[1]}')
   beta = beta_start * lam
   for _ in range(n_outer):
     x = _hqs_step(lr, kernel, x, jnp.float32(beta), jnp.float32(lam), jnp.float32(cg_tol),

@@ -274,6 +274,11 @@ class SparseGradientRestoreTest(parameterized.TestCase):
     rhs = float(jnp.sum(x * degradation.image_gradient_adjoint(gx, gy)))
     self.assertAlmostEqual(lhs, rhs, places=3)
 
+  def test_init_of_the_wrong_size(self):
+    with self.assertRaisesRegex(ValueError, 'init must be the LR size times 2, 16x16, got 15x16'):
+      degradation.sparse_gradient_restore(jnp.zeros((8, 8, 1)), self.k, 2,
+                                          jnp.zeros((15, 16, 1)), lam=1e-3)
+
   def test_unknown_prior(self):
     lr = jnp.zeros((8, 8, 1))
     with self.assertRaisesRegex(ValueError, 'prior'):
