@@ -9,7 +9,7 @@ Usage:
 Measured runtimes (2026-11-26/28; details in docs/speed.md):
   tiny     2-core CPU, embedded demo (32×32 LR → 128×128):     ~30 s cold, ~13 s when re-run
   cpu      2-core CPU, embedded demo (64×64 LR → 256×256):     2.5–3 min; ~2.3 min per blind144
-           crop case; ~2 min per DIV2K-size image (two edge kernels, phases skipped)
+           crop case; ~45 s per DIV2K-size image (two edge kernels, phases skipped)
   cpu      NVIDIA H100, one 64×64 LR blind144 crop case:       1.8–2.5 s; 57 s for the first
            (compilation)
   default  NVIDIA H200, a DIV2K-size image (LR 510×339) end to end, the edge kernel: 9.0 s
@@ -227,7 +227,7 @@ def get_config(arg=None):
                                  #   variant was tuned on), then the whole image back-projected:
                                  #   ~3 min per DIV2K-size image (docs/results.md)
     c.kernel_source = 'edges'    # LR images of ≥ 128² px: the edge kernel of the whole image,
-    c.edges.min_pixels = 16384   #   the phases skipped (~2 min per DIV2K-size image). Full size,
+    c.edges.min_pixels = 16384   #   the phases skipped (~45 s per DIV2K-size image). Full size,
                                  #   over the diffusion's kernel, with the edges.* settings
                                  #   above: +1.20 dB on blind144 mini (tuned there), +1.37 on
                                  #   held-out div2kfk; it lost on 64² crops and on Set14's LR
