@@ -207,26 +207,30 @@ def center_kernel(kernel, size: int | None = None, target=None):
 # ----------------------------------------------------------------------------
 
 
+def _periodic_transfer(kernel, hw):
+  """The 2-D FFT ``G`` of :func:`downscale`'s blur on a periodic (H, W) grid.
+
+  The blur reads ``x[m + p − K//2]`` with weight ``k[p]``, so with periodic
+  boundaries ``FFT(blur(x)) = G · FFT(x)`` where ``G`` is the FFT of ``k``
+  placed at ``(K//2 − p) mod (H, W)``.
+  """
+  k = kernel.shape[0]
+  rows = (k // 2 - np.arange(k)) % hw[0]
+  cols = (k // 2 - np.arange(k)) % hw[1]
+  z = jnp.zeros(hw, jnp.float32).at[rows[:, None], cols[None, :]].add(kernel)
+  return jnp.fft.fft2(z)
+
+
 def _lr_transfer(kernel, scale: int, lr_hw):
   """FFT of A·Aᵀ on the LR grid (periodic approximation), A = downscale(·, k, s).
 
-  A·Aᵀ is an LR-grid convolution with ``g[m] = sum_p k[p] k[p + s m]``, the
-  kernel's autocorrelation sampled every s pixels.
+  A·Aᵀ is an LR-grid convolution with the kernel's autocorrelation sampled every
+  s pixels, so its FFT is the mean of ``|G|²`` (:func:`_periodic_transfer` on the
+  HR grid) over each LR frequency's s² aliases.
   """
-  k = np.asarray(kernel, np.float64)
-  kk = k.shape[0]
-  ac = np.zeros((2 * kk - 1, 2 * kk - 1))
-  for dy in range(-(kk - 1), kk):
-    for dx in range(-(kk - 1), kk):
-      a = k[max(0, -dy): kk - max(0, dy), max(0, -dx): kk - max(0, dx)]
-      b = k[max(0, dy): kk - max(0, -dy), max(0, dx): kk - max(0, -dx)]
-      ac[dy + kk - 1, dx + kk - 1] = (a * b).sum()
   h, w = lr_hw
-  g = np.zeros((h, w))
-  for m in range(-((kk - 1) // scale), (kk - 1) // scale + 1):
-    for n in range(-((kk - 1) // scale), (kk - 1) // scale + 1):
-      g[m % h, n % w] += ac[kk - 1 + scale * m, kk - 1 + scale * n]
-  return np.real(np.fft.fft2(g))
+  g = np.asarray(_periodic_transfer(jnp.asarray(kernel, jnp.float32), (h * scale, w * scale)))
+  return (np.abs(g.astype(np.complex128)) ** 2).reshape(scale, h, scale, w).mean(axis=(0, 2))
 
 
 def back_projection(lr, kernel, scale: int, *, n_iter: int = 30, reg: float = 1e-3,
@@ -285,20 +289,6 @@ def image_gradient(x):
 def image_gradient_adjoint(gx, gy):
   """The adjoint of :func:`image_gradient`."""
   return (jnp.roll(gx, 1, 1) - gx) + (jnp.roll(gy, 1, 0) - gy)
-
-
-def _periodic_transfer(kernel, hw):
-  """The 2-D FFT ``G`` of :func:`downscale`'s blur on a periodic (H, W) grid.
-
-  The blur reads ``x[m + p − K//2]`` with weight ``k[p]``, so with periodic
-  boundaries ``FFT(blur(x)) = G · FFT(x)`` where ``G`` is the FFT of ``k``
-  placed at ``(K//2 − p) mod (H, W)``.
-  """
-  k = kernel.shape[0]
-  rows = (k // 2 - np.arange(k)) % hw[0]
-  cols = (k // 2 - np.arange(k)) % hw[1]
-  z = jnp.zeros(hw, jnp.float32).at[rows[:, None], cols[None, :]].add(kernel)
-  return jnp.fft.fft2(z)
 
 
 def _periodic_normal_inverse(kernel, hw, scale, beta, delta=1e-3):
