@@ -93,6 +93,13 @@ def get_config(arg=None):
                                  #   [ours; 0 = off; docs/results.md, "Soft edges"]
   c.edges.threshold = 0.05       # the kernel step's taps below this share of the largest are
                                  #   zeroed [default]
+  c.edges.lift_power = 0.0       # the LR-scale kernel onto the HR grid: each tap spread evenly
+                                 #   over its s×s block (0), or within the block along the
+                                 #   kernel's interpolant to this power, the block sums kept
+                                 #   (kernels.lift_lr_kernel) [ours; 0: on blind144 full mini
+                                 #   power 2 gains +0.19 dB with the true kernel's block sums
+                                 #   and +0.37 with an LR-scale fit to the true HR, but −0.02
+                                 #   with the two edge kernels: results.md, "A sharper lift"]
   c.edges.ensemble = ({'soften': 0.5, 'threshold': 0.02},)   # more edge kernels, each these
                                  #   settings with some replaced; the output is the mean of
                                  #   the final steps with the plain kernel and with each, the

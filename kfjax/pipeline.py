@@ -377,7 +377,8 @@ def lrdip_kernel(lr01, config) -> np.ndarray:
 
 _EDGES_MEMO: collections.OrderedDict = collections.OrderedDict()
 _EDGES_MEMO_SIZE = 64
-_EDGES_SETTINGS = ('n_iter', 'r', 'gamma', 'alpha', 'threshold', 'window', 'soften')
+_EDGES_SETTINGS = ('n_iter', 'r', 'gamma', 'alpha', 'threshold', 'window', 'soften',
+                   'lift_power')
 """The ``edges`` fields that are :func:`kfjax.edge_kernel.estimate_kernel` settings."""
 
 
@@ -386,21 +387,24 @@ def edges_kernel(lr01, config, **overrides) -> np.ndarray:
   ``edges`` settings (``overrides`` replace some of them: an ``edges.ensemble``
   member); a (kernel.size, kernel.size) kernel.
 
-  The last few results are kept in memory, keyed by the image's bytes and the
-  settings, so that :func:`edges_veto` and :func:`source_shortcut` estimate it once.
+  The last few LR-scale kernels are kept in memory, keyed by the image's bytes and
+  the estimator's settings, so that :func:`edges_veto` and :func:`source_shortcut`
+  estimate it once, whatever ``lift_power`` each asks for.
   """
   settings = {name: config.edges[name] for name in _EDGES_SETTINGS}
   settings.update(overrides)
+  lift_power = settings.pop('lift_power')
   arr = np.ascontiguousarray(lr01)
   key = (hashlib.sha256(arr.tobytes()).hexdigest(), arr.shape, str(arr.dtype), config.scale,
          config.kernel.size, tuple(sorted(settings.items())))
   if key not in _EDGES_MEMO:
-    _EDGES_MEMO[key] = edge_kernel.estimate_kernel(arr, config.scale, config.kernel.size,
-                                                   **settings)
+    _EDGES_MEMO[key] = edge_kernel.estimate_lr_kernel(
+        arr, edge_kernel.lr_support(config.kernel.size, config.scale), **settings)
     while len(_EDGES_MEMO) > _EDGES_MEMO_SIZE:
       _EDGES_MEMO.popitem(last=False)
   _EDGES_MEMO.move_to_end(key)
-  return _EDGES_MEMO[key].copy()
+  return edge_kernel.hr_kernel(_EDGES_MEMO[key], config.scale, config.kernel.size,
+                               lift_power=lift_power)
 
 
 def edges_members(config) -> list[dict]:
@@ -460,15 +464,16 @@ def edges_veto(full01, gauss, test: dict, config) -> np.ndarray | None:
   (:func:`kfjax.kernels.cosine`) at least ``edges.min_agreement``. Elsewhere
   the test's call is taken to be a non-Gaussian blur whose spectrum looks
   Gaussian (a hollow square's does), and the edge kernel's path follows
-  (:func:`source_shortcut`). Our addition, measured in docs/results.md. Adds
-  ``agreement`` and ``vetoed`` to ``test`` (and sets ``gaussian`` False when
-  vetoed); with the setting 0, or where the edge kernel does not apply, returns
-  ``gauss`` unchanged.
+  (:func:`source_shortcut`). The edge kernel is lifted evenly here
+  (``lift_power`` 0), as when the threshold was measured. Our addition,
+  measured in docs/results.md. Adds ``agreement`` and ``vetoed`` to ``test``
+  (and sets ``gaussian`` False when vetoed); with the setting 0, or where the
+  edge kernel does not apply, returns ``gauss`` unchanged.
   """
   threshold = config.edges.min_agreement
   if threshold <= 0 or not edges_apply(full01, config):
     return gauss
-  test['agreement'] = kernels.cosine(edges_kernel(full01, config), gauss)
+  test['agreement'] = kernels.cosine(edges_kernel(full01, config, lift_power=0.0), gauss)
   test['vetoed'] = test['agreement'] < threshold
   if test['vetoed']:
     test['gaussian'] = False

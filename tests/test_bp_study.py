@@ -114,8 +114,11 @@ class ShrinkStudyTest(absltest.TestCase):
   def test_lrscale_with_the_gt_kernel(self):
     # The saved kernelfusion kernel is the GT, so its LR blocks are the GT's; the lifted blocks
     # and the LR-scale fit to the true HR's block means are close to the GT, not equal to it.
-    row = self._row('lrscale', '--regs=0.3', '--tv_weights=1e-3', '--lr_support=7')
+    row = self._row('lrscale', '--regs=0.3', '--tv_weights=1e-3', '--lr_support=7',
+                    '--lift_powers=0,2')
     self.assertAlmostEqual(row['kernelfusion_nerr'], 0.0, places=6)
+    # The GT's blocks lifted along their interpolant are nearer the GT than the even spread.
+    self.assertLess(row['gt_lr_blocks_lift2_nerr'], row['gt_lr_blocks_nerr'] - 0.05)
     self.assertEqual(row['kernelfusion_lr_blocks_nerr'], row['gt_lr_blocks_nerr'])
     for name in ('gt_lr_blocks', 'oracle_lr'):
       self.assertBetween(row[f'{name}_nerr'], 0.01, 1.0)     # blocky, so far in this measure

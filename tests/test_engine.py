@@ -504,12 +504,18 @@ class PipelineTest(absltest.TestCase):
     self.assertAlmostEqual(test['agreement'], agreement, places=6)
     config.edges.min_agreement = agreement + 0.01                    # disagrees: overruled
     calls = []
-    estimate = edge_kernel.estimate_kernel
-    with mock.patch.object(edge_kernel, 'estimate_kernel',
+    estimate = edge_kernel.estimate_lr_kernel
+    with mock.patch.object(edge_kernel, 'estimate_lr_kernel',
                            lambda *a, **kw: calls.append(1) or estimate(*a, **kw)):
       pipeline._EDGES_MEMO.clear()
       hr, k, info = pipeline.super_resolve(lr, config, log=quiet)
-    self.assertEqual(len(calls), 1)                                  # once for both uses
+      self.assertEqual(len(calls), 1)                                # once for both uses
+      config.edges.lift_power = 2.0          # the veto compares the evenly lifted kernel
+      _, k2, info2 = pipeline.super_resolve(lr, config, log=quiet)
+      config.edges.lift_power = 0.0
+    self.assertEqual(len(calls), 1)                                  # and the same LR kernel
+    self.assertAlmostEqual(info2['phase2']['gaussian_test']['agreement'], agreement, places=6)
+    self.assertGreater(np.abs(k2 - edge).max(), 1e-4)                # lifted along the path
     np.testing.assert_array_equal(k, edge)
     self.assertEqual(info['phase2']['kernel_source'], 'edges')
     test = info['phase2']['gaussian_test']
@@ -594,6 +600,9 @@ class PipelineTest(absltest.TestCase):
     np.testing.assert_array_equal(got, edge_kernel.estimate_kernel(
         lr, 4, config.kernel.size, n_iter=2, soften=0.5, threshold=0.02))
     self.assertGreater(np.abs(got - want).max(), 1e-4)
+    config.edges.lift_power = 2.0                      # and the lift
+    np.testing.assert_array_equal(pipeline.edges_kernel(lr, config), edge_kernel.estimate_kernel(
+        lr, 4, config.kernel.size, n_iter=2, soften=0.5, threshold=0.02, lift_power=2.0))
     config.update_from_flattened_dict({'phase2.final_bp_from': 'x0', 'io.kernel_crop': 0})
     with self.assertRaisesRegex(ValueError, 'edges'):   # no x̂0 to start from: a clear error
       pipeline.super_resolve(lr, config, log=lambda m: None)

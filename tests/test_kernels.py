@@ -252,6 +252,26 @@ class ResizeAlignTest(parameterized.TestCase):
     want = sparse_kernel.patch_matrix(means, 5, 1, (15, 15)) @ k_lr.ravel()
     np.testing.assert_allclose(lr[3:13, 3:13], want[2:12, 2:12], atol=1e-6)
 
+  def test_sharper_lift_keeps_the_block_sums_and_thins_a_path(self):
+    """lift_lr_kernel(power > 0) keeps every s×s block sum, and on a 1-px diagonal path
+    (whose block sums fill the diagonal blocks) puts the mass nearer the path than the even
+    spread: higher cosine with the truth (0.59 against 0.50), a narrower minor axis."""
+    true = np.zeros((32, 32))
+    for i in range(4, 28):
+      true[i, i] = 1.0
+    true /= true.sum()
+    k_lr = kernels.to_lr_scale(true, 4)
+    even = kernels.lift_lr_kernel(k_lr, 4)
+    np.testing.assert_array_equal(kernels.lift_lr_kernel(k_lr, 4, power=0.0), even)
+    sharp = kernels.lift_lr_kernel(k_lr, 4, power=2.0)
+    self.assertEqual(sharp.shape, (32, 32))
+    self.assertGreaterEqual(sharp.min(), 0.0)
+    np.testing.assert_allclose(kernels.to_lr_scale(sharp, 4), k_lr, atol=1e-12)
+    self.assertGreater(kernels.cosine(sharp, true), kernels.cosine(even, true) + 0.05)
+    minor = lambda k: kernels.principal_spread(k)[0][0]
+    self.assertLess(minor(sharp), minor(even) - 0.15)
+    self.assertGreater(minor(sharp), minor(true))       # it cannot know the path's width
+
   def test_alignment_helps_bicubic(self):
     """A GT kernel aligned for s puts the LR where bicubic expects it."""
     hr = skimage.data.astronaut()[200:296, 160:256].astype(np.float32) / 255.0

@@ -83,8 +83,9 @@ r"""Back-projection studies behind docs/results.md (no training; seconds on a CP
   # (kernels.to_lr_scale, lift_lr_kernel), the LR-scale kernel (--lr_support) fitted to the
   # true HR's s×s block means, and blind LR-scale kernels (the L0 estimator deblurring the LR
   # itself, sparse_kernel.estimate_kernel at scale 1, one per --variants entry), each lifted
-  # to HR and through the final steps of --study=tv; with --eval_dir, also --method's saved
-  # kernel as saved and through its LR blocks.
+  # to HR (evenly, and along its interpolant for each --lift_powers p > 0) and through the
+  # final steps of --study=tv; with --eval_dir, also --method's saved kernel as saved and
+  # through its LR blocks.
   python tools/bp_study.py --bench=bench/mini --study=lrscale --regs=0.3 --tv_weights=1e-3 \
       --variants='{"l0": {}, "l0_alt10": {"n_alt": 10, "lam_start": 20}}' \
       --out=bench/bp_lrscale_mini.json
@@ -192,6 +193,9 @@ _REGS = flags.DEFINE_list('regs', ['0.001', '0.01', '0.03', '0.1', '0.3'],
                           'BP regularisers λ (relative, as in back_projection).')
 _LR_SUPPORT = flags.DEFINE_integer('lr_support', 11, 'lrscale: the LR-scale kernel support '
                                    '(LR pixels, odd).')
+_LIFT_POWERS = flags.DEFINE_list('lift_powers', ['0'], 'lrscale: lift each LR-scale kernel '
+                                  'with each of these powers (kernels.lift_lr_kernel; 0 = '
+                                  'the even spread, others named {kernel}_lift{p}).')
 _EDGES_GT = flags.DEFINE_bool('edges_gt', True, 'edges: pass the GT kernel through the same '
                                'final steps too (one more TV SR per case and weight).')
 _ENSEMBLES = flags.DEFINE_string('ensembles', '{}', 'edges: JSON {name: [variant, ...]}: the '
@@ -471,8 +475,7 @@ def case_settings(study, case, lr01, gt_kernel, scale, hr01, variants=None):
     return out
   if study == 'lrscale':
     n, size = _LR_SUPPORT.value, gt_kernel.shape[0]
-    lift = lambda k_lr: kernels.align_for_scale(kernels.lift_lr_kernel(k_lr, scale), size, scale,
-                                                max_loss=1.0)
+    powers = [float(p) for p in _LIFT_POWERS.value]
     y, h = sparse_kernel.luma(lr01), scale // 2        # block means in the LR grid's phase
     x = np.pad(sparse_kernel.luma(hr01), ((h, scale - h),) * 2, mode='symmetric')
     means = x[:y.shape[0] * scale, :y.shape[1] * scale].reshape(
@@ -486,7 +489,10 @@ def case_settings(study, case, lr01, gt_kernel, scale, hr01, variants=None):
       saved = np.load(os.path.join(case_dir(case['id'], _METHOD.value), 'kernel.npy'))
       hr_kernels[_METHOD.value] = saved                # and through its LR blocks
       lr_kernels[f'{_METHOD.value}_lr_blocks'] = kernels.to_lr_scale(saved, scale)
-    hr_kernels.update({name: lift(k_lr) for name, k_lr in lr_kernels.items()})
+    for name, k_lr in lr_kernels.items():
+      for p in powers:
+        hr_kernels[name + (f'_lift{p:g}' if p else '')] = edge_kernel.hr_kernel(
+            k_lr, scale, size, lift_power=p)
     for name, k in hr_kernels.items():
       out[f'{name}_nerr'] = metrics.kernel_metrics(k, gt_kernel)['kernel_nerr']
       tv_settings(out, f'{name}_', k, lr01, scale, regs)
