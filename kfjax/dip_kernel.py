@@ -151,4 +151,4 @@ def estimate_kernel(lr01, scale: int, size: int, **settings) -> np.ndarray:
   :func:`estimate_lr_kernel`. Returns a float32 kernel summing to 1.
   """
   k_lr, _ = estimate_lr_kernel(lr01, lr_support(size, scale), **settings)
-  return kernels.align_for_scale(kernels.lift_lr_kernel(k_lr, scale), size, scale, max_loss=1.0)
+  return kernels.place_lr_kernel(k_lr, scale, size)

@@ -216,18 +216,11 @@ def estimate_lr_kernel(lr01, n: int, *, n_iter: int = DEFAULTS['n_iter'],
   return remove_pedestal(kernel, pedestal) if pedestal > 0 else kernel
 
 
-def hr_kernel(kernel_lr, scale: int, size: int, *, lift_power: float = 0.0) -> np.ndarray:
-  """An LR-scale kernel as a (size, size) HR kernel: lifted with the same s×s block sums
-  (:func:`kfjax.kernels.lift_lr_kernel`: spread evenly for ``lift_power`` 0, along its
-  interpolant for > 0) and centred for ``scale`` (:func:`kfjax.kernels.align_for_scale`).
-  Returns a float32 kernel summing to 1."""
-  return kernels.align_for_scale(kernels.lift_lr_kernel(kernel_lr, scale, power=lift_power),
-                                 size, scale, max_loss=1.0)
-
-
 def estimate_kernel(lr01, scale: int, size: int, *, lift_power: float = 0.0,
                     **settings) -> np.ndarray:
-  """The (size, size) HR kernel: :func:`estimate_lr_kernel` (support
-  :func:`lr_support`), then :func:`hr_kernel`."""
+  """The (size, size) HR kernel: :func:`estimate_lr_kernel` (support :func:`lr_support`),
+  lifted with the same s×s block sums (:func:`kfjax.kernels.lift_lr_kernel`: spread evenly
+  for ``lift_power`` 0, along its interpolant for > 0) and centred for ``scale``
+  (:func:`kfjax.kernels.place_lr_kernel`). Returns a float32 kernel summing to 1."""
   k_lr = estimate_lr_kernel(lr01, lr_support(size, scale), **settings)
-  return hr_kernel(k_lr, scale, size, lift_power=lift_power)
+  return kernels.place_lr_kernel(k_lr, scale, size, power=lift_power)

@@ -258,6 +258,14 @@ def lift_lr_kernel(kernel_lr, scale: int, *, power: float = 0.0) -> np.ndarray:
   return shape * gain + even * np.kron(~ok, np.ones((scale, scale)))
 
 
+def place_lr_kernel(kernel_lr, scale: int, size: int, *, power: float = 0.0) -> np.ndarray:
+  """An LR-scale kernel as a (size, size) HR kernel: :func:`lift_lr_kernel` (``power``),
+  then :func:`align_for_scale` for ``scale`` (mass off the support allowed). Returns a
+  float32 kernel summing to 1."""
+  return align_for_scale(lift_lr_kernel(kernel_lr, scale, power=power), size, scale,
+                         max_loss=1.0)
+
+
 def second_moments(kernel) -> tuple[np.ndarray, np.ndarray]:
   """A kernel's centre of mass (row, col) and 2×2 second-moment matrix about it.
 

@@ -403,8 +403,8 @@ def edges_kernel(lr01, config, **overrides) -> np.ndarray:
     while len(_EDGES_MEMO) > _EDGES_MEMO_SIZE:
       _EDGES_MEMO.popitem(last=False)
   _EDGES_MEMO.move_to_end(key)
-  return edge_kernel.hr_kernel(_EDGES_MEMO[key], config.scale, config.kernel.size,
-                               lift_power=lift_power)
+  return kernels.place_lr_kernel(_EDGES_MEMO[key], config.scale, config.kernel.size,
+                                 power=lift_power)
 
 
 def edges_members(config) -> list[dict]:

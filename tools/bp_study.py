@@ -306,7 +306,7 @@ def lrdip_windows_kernel(lr01, scale: int, size: int, *, windows: int = 1,
         [kernels.shift_to(k, ((n - 1) / 2,) * 2) for k in fits], 0)
   else:
     raise ValueError(f"combine: expected 'mean' or 'joint', got {combine!r}")
-  return kernels.align_for_scale(kernels.lift_lr_kernel(k_lr, scale), size, scale, max_loss=1.0)
+  return kernels.place_lr_kernel(k_lr, scale, size)
 
 
 def case_dir(case_id: str, method: str):
@@ -491,8 +491,8 @@ def case_settings(study, case, lr01, gt_kernel, scale, hr01, variants=None):
       lr_kernels[f'{_METHOD.value}_lr_blocks'] = kernels.to_lr_scale(saved, scale)
     for name, k_lr in lr_kernels.items():
       for p in powers:
-        hr_kernels[name + (f'_lift{p:g}' if p else '')] = edge_kernel.hr_kernel(
-            k_lr, scale, size, lift_power=p)
+        hr_kernels[name + (f'_lift{p:g}' if p else '')] = kernels.place_lr_kernel(
+            k_lr, scale, size, power=p)
     for name, k in hr_kernels.items():
       out[f'{name}_nerr'] = metrics.kernel_metrics(k, gt_kernel)['kernel_nerr']
       tv_settings(out, f'{name}_', k, lr01, scale, regs)
