@@ -253,9 +253,10 @@ def lift_lr_kernel(kernel_lr, scale: int, *, power: float = 0.0) -> np.ndarray:
   shape = np.clip(scipy.ndimage.map_coordinates(k, [rows, cols], order=3,
                                                 mode='grid-constant'), 0.0, None) ** power
   sums = to_lr_scale(shape, scale)
-  ok = sums > 1e-12 * max(float(sums.max()), 1e-300)
-  gain = np.kron(np.where(ok, k / np.where(ok, sums, 1.0), 0.0), np.ones((scale, scale)))
-  return shape * gain + even * np.kron(~ok, np.ones((scale, scale)))
+  ok = sums > 1e-12 * sums.max()
+  block = np.ones((scale, scale))
+  gain = np.divide(k, sums, out=np.zeros_like(k), where=ok)
+  return shape * np.kron(gain, block) + even * np.kron(~ok, block)
 
 
 def place_lr_kernel(kernel_lr, scale: int, size: int, *, power: float = 0.0) -> np.ndarray:
