@@ -93,6 +93,13 @@ def get_config(arg=None):
                                  #   [ours; 0 = off; docs/results.md, "Soft edges"]
   c.edges.threshold = 0.05       # the kernel step's taps below this share of the largest are
                                  #   zeroed [default]
+  c.edges.hr_edges = 0           # predict the step edges on a grid this many times finer
+                                 #   (the scale s) and average them back over its blocks: the
+                                 #   ramps an HR step leaves in the LR grid's sharp image, in
+                                 #   place of steps between LR pixels (edge_kernel.predict_edges)
+                                 #   [ours; 0 = off]
+  c.edges.hr_levels = 0          # with hr_edges: only on the last this many pyramid levels
+                                 #   (0 = all) [ours]
   c.edges.lift_power = 0.0       # the LR-scale kernel onto the HR grid: each tap spread evenly
                                  #   over its s×s block (0), or within the block along the
                                  #   kernel's interpolant to this power, the block sums kept

@@ -10,7 +10,8 @@ LR (kernel supports 3, 5, …, n), with at each level ``n_iter`` rounds of:
 
 * **edge prediction**: the current sharp estimate, lightly smoothed and
   shock-filtered (:func:`shock_filter`), so that its strong edges are step
-  edges again;
+  edges again (or, with ``hr_edges``, steps on a finer grid block-averaged
+  back: :func:`predict_edges`);
 * **gradient selection**: in each of four orientation bins, only the
   ``r·√(N·n²)`` largest gradients of that prediction (N pixels, n² taps;
   :func:`select_gradients`), a few more each round;
@@ -45,7 +46,8 @@ from kfjax import kernels
 from kfjax import sparse_kernel
 
 DEFAULTS = dict(n_iter=7, r=0.5, share=1.0, gamma=1e-2, alpha=2e-3, threshold=0.05,
-                diagonal=True, window=0, pedestal=0.0, soften=0.0)
+                diagonal=True, window=0, pedestal=0.0, soften=0.0, hr_edges=0, hr_steps=1.0,
+                hr_levels=0)
 """The estimator's settings (:func:`estimate_lr_kernel`), measured in docs/results.md."""
 
 
@@ -70,6 +72,27 @@ def shock_filter(x, *, sigma: float = 0.5, dt: float = 0.5, n_iter: int = 1) -> 
     gy, gx = np.gradient(x)
     x = x - dt * np.sign(ndimage.laplace(x)) * np.hypot(gx, gy)
   return x
+
+
+def predict_edges(x, *, hr_edges: int = DEFAULTS['hr_edges'],
+                  hr_steps: float = DEFAULTS['hr_steps']) -> np.ndarray:
+  """The sharp image the kernel step fits against: :func:`shock_filter` of ``x``.
+
+  With ``hr_edges`` = f > 1 the steps are predicted on a grid f times finer and
+  averaged back over f×f blocks, as the LR grid sees an HR step edge: a ramp whose
+  middle pixel holds the step's sub-pixel position, not a step between two pixels.
+  ``x`` is upsampled by cubic splines (pixel areas aligned), smoothed and
+  shock-filtered at that scale (σ 0.5·f fine px, ``round(hr_steps·f)`` steps of
+  dt 0.5, so that ``hr_steps`` 1 moves an edge about as far as the LR filter's one
+  step), and block-averaged.
+  """
+  if hr_edges <= 1:
+    return shock_filter(x)
+  f = int(hr_edges)
+  h, w = x.shape
+  up = ndimage.zoom(np.asarray(x, np.float64), f, order=3, mode='reflect', grid_mode=True)
+  up = shock_filter(up, sigma=0.5 * f, n_iter=max(1, int(round(hr_steps * f))))
+  return up[:h * f, :w * f].reshape(h, f, w, f).mean((1, 3))
 
 
 def gradients(x) -> tuple[np.ndarray, np.ndarray]:
@@ -172,7 +195,10 @@ def estimate_lr_kernel(lr01, n: int, *, n_iter: int = DEFAULTS['n_iter'],
                        diagonal: bool = DEFAULTS['diagonal'],
                        window: int = DEFAULTS['window'],
                        pedestal: float = DEFAULTS['pedestal'],
-                       soften: float = DEFAULTS['soften']) -> np.ndarray:
+                       soften: float = DEFAULTS['soften'],
+                       hr_edges: int = DEFAULTS['hr_edges'],
+                       hr_steps: float = DEFAULTS['hr_steps'],
+                       hr_levels: int = DEFAULTS['hr_levels']) -> np.ndarray:
   """The (n, n) LR-scale blur of an LR image, blind (module docstring).
 
   Args:
@@ -185,6 +211,9 @@ def estimate_lr_kernel(lr01, n: int, *, n_iter: int = DEFAULTS['n_iter'],
     window: estimate on the centre window×window LR pixels at most; 0 = the
       whole image.
     pedestal: :func:`remove_pedestal` on the final kernel (0 = off).
+    hr_edges, hr_steps: :func:`predict_edges`.
+    hr_levels: with ``hr_edges``, predict at the finer scale only on the last
+      ``hr_levels`` pyramid levels, the plain steps before (0 = every level).
 
   Returns:
     (n, n) float64 kernel summing to 1, in the forward model's convention.
@@ -195,7 +224,9 @@ def estimate_lr_kernel(lr01, n: int, *, n_iter: int = DEFAULTS['n_iter'],
     top, left, h, w = io.center_box(*y.shape, window)
     y = y[top:top + h, left:left + w]
   kernel, x = None, None
-  for size in pyramid_sizes(n):
+  sizes = pyramid_sizes(n)
+  for level, size in enumerate(sizes):
+    hr = hr_edges if hr_levels <= 0 or level >= len(sizes) - hr_levels else 0
     f = size / n
     ys = y if f == 1 else ndimage.zoom(ndimage.gaussian_filter(y, 0.5 * (1 / f - 1)), f,
                                        order=3)
@@ -209,7 +240,8 @@ def estimate_lr_kernel(lr01, n: int, *, n_iter: int = DEFAULTS['n_iter'],
       kernel = sparse_kernel.grow_kernel(kernel, size)
       x = ndimage.zoom(x, np.array(ys.shape) / np.array(x.shape), order=3)
     for i in range(n_iter):
-      px, py = select_gradients(shock_filter(x), size, r / 0.9 ** i, share / 0.9 ** i)
+      edges = predict_edges(x, hr_edges=hr, hr_steps=hr_steps)
+      px, py = select_gradients(edges, size, r / 0.9 ** i, share / 0.9 ** i)
       kernel = fit_kernel(px, py, ys, size, gamma=gamma, threshold=threshold,
                           diagonal=diagonal, soften=soften)
       x = deconvolve(ys, kernel, alpha)

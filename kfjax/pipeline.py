@@ -378,7 +378,7 @@ def lrdip_kernel(lr01, config) -> np.ndarray:
 _EDGES_MEMO: collections.OrderedDict = collections.OrderedDict()
 _EDGES_MEMO_SIZE = 64
 _EDGES_SETTINGS = ('n_iter', 'r', 'gamma', 'alpha', 'threshold', 'window', 'soften',
-                   'lift_power')
+                   'hr_edges', 'hr_levels', 'lift_power')
 """The ``edges`` fields that are :func:`kfjax.edge_kernel.estimate_kernel` settings."""
 
 

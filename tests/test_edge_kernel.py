@@ -87,6 +87,41 @@ class EdgeKernelTest(absltest.TestCase):
     self.assertGreater(var(plain), var(k) + 0.3)      # wider by about 2σ² = 0.5 px²
     self.assertLess(abs(var(soft) - var(k)), 0.1)
 
+  def test_hr_edges_take_the_block_means_ramps_out_of_the_kernel(self):
+    # The LR grid's sharp image is an HR image's 4×4 block means, whose step edges are
+    # one-pixel ramps: the plain prediction (steps between LR pixels) folds them into the
+    # kernel, which comes out too wide; predicted at the HR scale and block-averaged, the
+    # edges are ramps too, and the kernel is nearer the truth on each of three images.
+    k = kernels.anisotropic_gaussian(5, sigmas=(0.5, 0.7), theta=0.4).astype(np.float64)
+    var = lambda kk: np.trace(kernels.second_moments(kk)[1])
+    for seed in range(3):
+      hr = _discs(seed, 384)
+      y = _blur(hr.reshape(96, 4, 96, 4).mean((1, 3)), k)
+      plain = edge_kernel.estimate_lr_kernel(y, 5)
+      fine = edge_kernel.estimate_lr_kernel(y, 5, hr_edges=4)
+      nerr = lambda kk: metrics.kernel_metrics(kk, k)['kernel_nerr']
+      self.assertLess(nerr(fine), 0.7 * nerr(plain))
+      self.assertGreater(var(plain) - var(k), 0.15)
+      self.assertLess(abs(var(fine) - var(k)), 0.5 * (var(plain) - var(k)))
+    last = edge_kernel.estimate_lr_kernel(y, 5, hr_edges=4, hr_levels=1)
+    self.assertFalse(np.allclose(last, fine) or np.allclose(last, plain))
+
+  def test_predict_edges_keeps_an_hr_steps_sub_pixel_position(self):
+    # A vertical HR step at x = 64 + t, block-averaged: LR pixel 16 holds (4 − t)/4 of the
+    # jump. The HR-scale prediction keeps that ramp to 0.06 at every t; the plain shock
+    # filter pushes it towards a step between two LR pixels (off by more than 0.15).
+    for t in (1, 2, 3):
+      hr = np.zeros((32, 128))
+      hr[:, 64 + t:] = 1.0
+      lr = hr.reshape(8, 4, 32, 4).mean((1, 3))
+      self.assertAlmostEqual(lr[4, 16], (4 - t) / 4)
+      fine = edge_kernel.predict_edges(lr, hr_edges=4)
+      self.assertAlmostEqual(float(fine[4, 16]), (4 - t) / 4, delta=0.06)
+      if t != 2:
+        self.assertGreater(abs(float(edge_kernel.shock_filter(lr)[4, 16]) - (4 - t) / 4), 0.15)
+    np.testing.assert_array_equal(edge_kernel.predict_edges(lr, hr_edges=0),
+                                  edge_kernel.shock_filter(lr))
+
   def test_deconvolve_inverts_the_blur_in_the_interior(self):
     # A well-conditioned blur, off centre (a wrong convention would shift the result): with
     # a tiny α the interior comes back exactly; a delta kernel with α = 0 returns y.

@@ -603,6 +603,10 @@ class PipelineTest(absltest.TestCase):
     config.edges.lift_power = 2.0                      # and the lift
     np.testing.assert_array_equal(pipeline.edges_kernel(lr, config), edge_kernel.estimate_kernel(
         lr, 4, config.kernel.size, n_iter=2, soften=0.5, threshold=0.02, lift_power=2.0))
+    config.update_from_flattened_dict({'edges.hr_edges': 4, 'edges.hr_levels': 1})  # and these
+    np.testing.assert_array_equal(pipeline.edges_kernel(lr, config), edge_kernel.estimate_kernel(
+        lr, 4, config.kernel.size, n_iter=2, soften=0.5, threshold=0.02, lift_power=2.0,
+        hr_edges=4, hr_levels=1))
     config.update_from_flattened_dict({'phase2.final_bp_from': 'x0', 'io.kernel_crop': 0})
     with self.assertRaisesRegex(ValueError, 'edges'):   # no x̂0 to start from: a clear error
       pipeline.super_resolve(lr, config, log=lambda m: None)
