@@ -97,7 +97,10 @@ def get_config(arg=None):
                                  #   (the scale s) and average them back over its blocks: the
                                  #   ramps an HR step leaves in the LR grid's sharp image, in
                                  #   place of steps between LR pixels (edge_kernel.predict_edges)
-                                 #   [ours; 0 = off]
+                                 #   [ours; 0 = off: Levin k1/k2 +1.7 dB, but rings and faint
+                                 #   tails break; a third edges.ensemble member with
+                                 #   hr_levels 1: +0.05 dB on blind144 full mini, −0.05 on
+                                 #   div2kfk full: results.md, "Edges predicted at the HR scale"]
   c.edges.hr_levels = 0          # with hr_edges: only on the last this many pyramid levels
                                  #   (0 = all) [ours]
   c.edges.lift_power = 0.0       # the LR-scale kernel onto the HR grid: each tap spread evenly
