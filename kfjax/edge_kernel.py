@@ -88,9 +88,9 @@ def predict_edges(x, *, hr_edges: int = DEFAULTS['hr_edges'],
   """
   if hr_edges <= 1:
     return shock_filter(x)
-  f = int(hr_edges)
+  f, x = int(hr_edges), np.asarray(x, np.float64)
   h, w = x.shape
-  up = ndimage.zoom(np.asarray(x, np.float64), f, order=3, mode='reflect', grid_mode=True)
+  up = ndimage.zoom(x, f, order=3, mode='reflect', grid_mode=True)
   up = shock_filter(up, sigma=0.5 * f, n_iter=max(1, int(round(hr_steps * f))))
   return up[:h * f, :w * f].reshape(h, f, w, f).mean((1, 3))
 
