@@ -92,7 +92,7 @@ def predict_edges(x, *, hr_edges: int = DEFAULTS['hr_edges'],
   h, w = x.shape
   up = ndimage.zoom(x, f, order=3, mode='reflect', grid_mode=True)
   up = shock_filter(up, sigma=0.5 * f, n_iter=max(1, int(round(hr_steps * f))))
-  return up[:h * f, :w * f].reshape(h, f, w, f).mean((1, 3))
+  return up.reshape(h, f, w, f).mean((1, 3))        # zoom gives exactly (h·f, w·f)
 
 
 def gradients(x) -> tuple[np.ndarray, np.ndarray]:
